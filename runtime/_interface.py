@@ -186,13 +186,13 @@ class Interface:
     def all_types(self) -> tuple[type, ...]:
         return _merged(self, "types")
 
-    def method(self, name: str) -> MethodSpec | None:
+    def find_method(self, name: str) -> MethodSpec | None:
         return next((m for m in self.methods if m.name == name), None)
 
-    def property(self, name: str) -> PropertySpec | None:
+    def find_property(self, name: str) -> PropertySpec | None:
         return next((p for p in self.properties if p.name == name), None)
 
-    def signal(self, name: str) -> SignalSpec | None:
+    def find_signal(self, name: str) -> SignalSpec | None:
         return next((s for s in self.signals if s.name == name), None)
 
     def to_dict(self, *, docs: bool = True) -> dict[str, Any]:
