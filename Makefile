@@ -27,6 +27,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+demo: generate
+	$(BIN)/python examples/demo.py
+
+rig: generate
+	$(BIN)/python examples/demo.py --rig
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

@@ -1,0 +1,164 @@
+"""The demo rig: a registry, two cameras, a stage and a scan controller, each its own process.
+
+    python examples/demo.py            # run one scan of 36 positions, print a summary, stop everything
+    python examples/demo.py --rig      # start the rig and leave it running until Ctrl-C
+
+Every process it starts is stopped on success, on error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from generated.controller import ControllerClient, ScanSummary
+from runtime import ZidlError, list_devices
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+DEVICES = ("cam1", "cam2", "stage", "controller")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Rig:
+    """The rig's processes: started together, stopped together."""
+
+    def __init__(self, registry: str, *, lag_ms: float = 0.0, quiet: bool = True) -> None:
+        self.registry = registry
+        self.lag_ms = lag_ms
+        self.quiet = quiet
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def _start(self, *command: str) -> None:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", "ZIDL_REGISTRY": self.registry}
+        output = subprocess.DEVNULL if self.quiet else None
+        self.processes.append(subprocess.Popen([sys.executable, *command], env=env, stdout=output, stderr=output))
+
+    def start(self) -> None:
+        self._start("-m", "codegen.cli", "registry", "--bind", self.registry)
+        self._start(str(HERE / "dummy_cnc.py"), "--name", "stage")
+        for name in ("cam1", "cam2"):
+            self._start(str(HERE / "dummy_camera.py"), "--name", name, "--lag", str(self.lag_ms))
+        self._start(str(HERE / "scan_controller.py"), "--name", "controller")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{' '.join(map(str, process.args))} exited with status {process.returncode}")
+            try:
+                names = {device.name for device in list_devices(registry=self.registry, timeout=1.0)}
+            except ZidlError:
+                names = set()
+            if names >= set(DEVICES):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the rig did not come up within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def running_rig(registry: str, *, lag_ms: float = 0.0, quiet: bool = True) -> Iterator[Rig]:
+    rig = Rig(registry, lag_ms=lag_ms, quiet=quiet)
+    try:
+        rig.start()
+        rig.wait_ready()
+        yield rig
+    finally:
+        rig.stop()
+
+
+def progress_bar(done: int, total: int, width: int = 40) -> str:
+    filled = width * done // max(total, 1)
+    return f"\r  scanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+
+
+def scan(registry: str, output: Path, positions: int) -> ScanSummary:
+    with ControllerClient.lookup("controller", registry=registry) as controller:
+        while len(controller.camera_names) < 2:
+            time.sleep(0.1)
+        controller.set_db_url(str(output.resolve()))
+        controller.set_dataset_name(time.strftime("scan-%Y%m%d-%H%M%S"))
+        controller.set_config({"positions": positions})
+        finished = threading.Event()
+
+        def on_progress(done: int) -> None:
+            print(progress_bar(done, positions), end="", flush=True)
+            if done == positions:
+                finished.set()
+
+        controller.progressChanged.connect(on_progress)
+        summary = controller.run_scan()
+        finished.wait(timeout=5.0)
+        print()
+        return summary
+
+
+def report(summary: ScanSummary) -> None:
+    megabytes = summary.total_bytes / 1e6
+    print(f"  dataset    {summary.dataset}")
+    print(f"  images     {summary.images}")
+    print(f"  bytes      {summary.total_bytes:,} ({megabytes:.1f} MB)")
+    print(f"  seconds    {summary.seconds:.2f}")
+    print(f"  MB/s       {megabytes / summary.seconds:.1f}")
+    for camera, count in sorted(summary.per_camera.items()):
+        print(f"  {camera:<10} {count} images")
+    if summary.failed_cameras:
+        print(f"  failed     {', '.join(summary.failed_cameras)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run the demo rig.")
+    parser.add_argument("--rig", action="store_true", help="start the rig and leave it running until Ctrl-C")
+    parser.add_argument("--registry", default=None, help="registry address (default: a free port; tcp://127.0.0.1:5555 with --rig)")
+    parser.add_argument("--positions", type=int, default=36, help="stops round the circle (default 36)")
+    parser.add_argument("--output", type=Path, default=ROOT / "demo-output", help="dataset root (default demo-output/)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the rig as Ctrl-C does
+    registry = args.registry or ("tcp://127.0.0.1:5555" if args.rig else f"tcp://127.0.0.1:{free_port()}")
+    try:
+        print(f"starting the rig (registry {registry})")
+        with running_rig(registry, quiet=not args.rig) as rig:
+            print(f"  {len(rig.processes)} processes up: registry, {', '.join(DEVICES)}")
+            if args.rig:
+                print(f"the rig runs until Ctrl-C; try: ZIDL_REGISTRY={registry} zidl ls")
+                threading.Event().wait()
+            report(scan(registry, args.output, args.positions))
+        print("stopped every process")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process stopped")
+        return 130
+    except (RuntimeError, ZidlError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""A dummy three-axis stage: moves take time in proportion to distance and report along the way.
+
+    python examples/dummy_cnc.py --name stage --registry tcp://127.0.0.1:5555
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import threading
+import time
+
+from generated.cnc import CncServer, OutOfReach, Position
+
+REACH_MM = 180.0
+"""How far from the centre the carriage can go, in the x-y plane."""
+
+
+class DummyCnc(CncServer):
+    def __init__(self, *, speed: float = 400.0, report_hz: float = 20.0) -> None:
+        super().__init__()
+        self.speed = speed
+        self.report_interval = 1.0 / report_hz
+        self._position = Position(x=0.0, y=0.0, z=0.0)
+        self._lock = threading.Lock()
+
+    def home(self) -> None:
+        self._travel(0.0, 0.0, 0.0)
+
+    def get_position(self) -> Position:
+        with self._lock:
+            return self._position.model_copy()
+
+    def moveto(self, x: float, y: float, z: float = 0.0) -> None:
+        radius = math.hypot(x, y)
+        if radius > REACH_MM:
+            raise OutOfReach(
+                f"({x}, {y}) is {radius:.1f} mm from the centre; the stage reaches {REACH_MM} mm",
+                axis="xy",
+                value=radius,
+                low=0.0,
+                high=REACH_MM,
+            )
+        self._travel(x, y, z)
+
+    def _travel(self, x: float, y: float, z: float) -> None:
+        start = self.get_position()
+        distance = math.dist((start.x, start.y, start.z), (x, y, z))
+        duration = distance / self.speed
+        began = time.monotonic()
+        while (elapsed := time.monotonic() - began) < duration:
+            fraction = elapsed / duration
+            self._arrive(
+                start.x + (x - start.x) * fraction, start.y + (y - start.y) * fraction, start.z + (z - start.z) * fraction
+            )
+            time.sleep(min(self.report_interval, duration - elapsed))
+        self._arrive(x, y, z)
+
+    def _arrive(self, x: float, y: float, z: float) -> None:
+        with self._lock:
+            self._position = Position(x=x, y=y, z=z)
+        self.positionChanged.emit(x, y, z)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A dummy motion stage.")
+    parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
+    parser.add_argument("--name", default="stage", help="name to register under (default stage)")
+    parser.add_argument("--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)")
+    parser.add_argument("--speed", type=float, default=400.0, help="mm per second (default 400)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    DummyCnc(speed=args.speed).serve(args.bind, registry=args.registry, name=args.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The scan controller: moves the stage round a circle and captures from every camera at each stop.
+
+    python examples/scan_controller.py --registry tcp://127.0.0.1:5555
+
+It follows the registry, so `camera_names` changes as cameras come and go. A scan
+writes `<root>/<dataset>/images/<position>_<camera>.<jpg|png>` and a JSON file of
+metadata beside each image. A camera that fails mid-scan is left out of the rest
+of the scan and named in the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from generated.camera import AsyncCameraClient, Encoding, GetImageResult
+from generated.cnc import AsyncCncClient
+from generated.controller import ControllerServer, NotReady, ScanSummary
+from runtime import DeviceEvent, ZidlError, list_devices, watch
+
+log = logging.getLogger("scan_controller")
+
+DEFAULT_CONFIG: dict[str, Any] = {"positions": 36, "radius": 120.0, "z": 0.0, "camera": {}}
+
+
+class ScanController(ControllerServer):
+    def __init__(self, *, registry: str | None = None, stage: str = "stage") -> None:
+        super().__init__()
+        self.registry = registry
+        self.stage = stage
+        self.root: Path | None = None
+        self.dataset = ""
+        self.api_token = ""
+        self.scan_config: dict[str, Any] = dict(DEFAULT_CONFIG)
+        self._cameras: set[str] = set()
+        self._watcher = watch(self._on_device, registry=registry)
+        for device in list_devices(registry=registry, interface="Camera"):
+            self._cameras.add(device.name)
+        self._publish_cameras()
+
+    def _on_device(self, event: DeviceEvent) -> None:
+        if event.device.interface != "Camera":
+            return
+        if event.kind == "added":
+            self._cameras.add(event.device.name)
+        else:
+            self._cameras.discard(event.device.name)
+        self._publish_cameras()
+
+    def _publish_cameras(self) -> None:
+        self.camera_names = sorted(self._cameras)
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        self.ready_to_scan = bool(self.root and self.dataset and self.camera_names)
+
+    def set_db_url(self, url: str) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("", "file"):
+            raise ValueError(f"only folders and file:// URLs are supported, not {parsed.scheme}://")
+        self.root = Path(unquote(parsed.path) if parsed.scheme else url).expanduser()
+        self._update_ready()
+
+    def set_dataset_name(self, name: str) -> None:
+        self.dataset = name
+        self._update_ready()
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        unknown = set(config) - set(DEFAULT_CONFIG)
+        if unknown:
+            raise ValueError(f"unknown scan settings {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
+        merged = {**self.scan_config, **config}
+        if not isinstance(merged["positions"], int) or merged["positions"] < 1:
+            raise ValueError("positions must be a whole number of at least 1")
+        self.scan_config = merged
+
+    def set_api_token(self, token: str) -> None:
+        self.api_token = token
+
+    def run_scan(self) -> ScanSummary:
+        if not self.ready_to_scan or self.root is None:
+            missing = [what for what, have in (("db_url", self.root), ("dataset name", self.dataset), ("cameras", self.camera_names)) if not have]
+            raise NotReady(f"cannot scan yet: no {', '.join(missing)}", reason=f"missing {', '.join(missing)}")
+        return asyncio.run(self._scan(self.root / self.dataset))
+
+    async def _scan(self, folder: Path) -> ScanSummary:
+        config = self.scan_config
+        positions: int = config["positions"]
+        images = folder / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        self.max_progress = positions
+        self.progress = 0
+        per_camera: dict[str, int] = {}
+        failed: list[str] = []
+        total_bytes = 0
+        stage = await AsyncCncClient.lookup(self.stage, registry=self.registry)
+        cameras: dict[str, AsyncCameraClient] = {}
+        for name in self.camera_names:
+            try:
+                cameras[name] = await AsyncCameraClient.lookup(name, registry=self.registry)
+                if config["camera"]:
+                    await cameras[name].config.set(config["camera"])
+                per_camera[name] = 0
+            except ZidlError as exc:
+                log.warning("camera %s left out of the scan: %s", name, exc)
+                failed.append(name)
+        try:
+            for index in range(positions):
+                angle = 2 * math.pi * index / positions
+                x, y = config["radius"] * math.cos(angle), config["radius"] * math.sin(angle)
+                await stage.moveto(x, y, config["z"])
+                shots = await asyncio.gather(*(camera.get_image() for camera in cameras.values()), return_exceptions=True)
+                for (name, camera), shot in zip(list(cameras.items()), shots, strict=True):
+                    if isinstance(shot, BaseException):
+                        log.warning("camera %s failed at position %d and is left out: %s", name, index, shot)
+                        failed.append(name)
+                        del cameras[name]
+                        await camera.close()
+                        continue
+                    total_bytes += self._write(images, index, name, shot, (x, y, config["z"]))
+                    per_camera[name] += 1
+                self.progress = index + 1
+        finally:
+            for camera in cameras.values():
+                await camera.close()
+            await stage.close()
+        return ScanSummary(
+            images=sum(per_camera.values()),
+            total_bytes=total_bytes,
+            seconds=time.monotonic() - began,
+            dataset=str(folder),
+            per_camera=per_camera,
+            failed_cameras=failed,
+        )
+
+    def _write(self, images: Path, index: int, camera: str, shot: GetImageResult, where: tuple[float, float, float]) -> int:
+        suffix = "jpg" if shot.info.encoding is Encoding.jpeg else "png"
+        stem = f"{index:03d}_{camera}"
+        (images / f"{stem}.{suffix}").write_bytes(shot.image)
+        height, width, _ = shot.info.shape
+        metadata = {
+            "position": {"index": index, "x": where[0], "y": where[1], "z": where[2]},
+            "camera": camera,
+            "resolution": [width, height],
+            "encoding": shot.info.encoding.value,
+            "rotation": shot.info.rotation,
+            "config": self.scan_config,
+            "time": time.time(),
+        }
+        (images / f"{stem}.json").write_text(json.dumps(metadata, indent=2))
+        return len(shot.image)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="The scan controller.")
+    parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
+    parser.add_argument("--name", default="controller", help="name to register under (default controller)")
+    parser.add_argument("--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)")
+    parser.add_argument("--stage", default="stage", help="the stage to drive (default stage)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ScanController(registry=args.registry, stage=args.stage).serve(args.bind, registry=args.registry, name=args.name)
+
+
+if __name__ == "__main__":
+    main()
