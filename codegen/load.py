@@ -15,7 +15,7 @@ from pathlib import Path
 from runtime._interface import Interface
 
 from .check import check_file
-from .describe import build_interface
+from .interface import build_interface
 from .errors import IdlError, IdlErrors
 from .idl_model import ParsedFile, parse_idl
 from .reserved import PYTHON_KEYWORDS
