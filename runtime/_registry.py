@@ -160,6 +160,19 @@ class _Pending:
     probes: dict[str, _Probe] = field(default_factory=dict)
 
 
+def _bind(sock: zmq.Socket[bytes], endpoint: str, patience: float = 1.0) -> None:
+    """Bind, waiting a moment for a port that a registry just closed in this process (libzmq closes late)."""
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > give_up:
+                raise
+            time.sleep(0.02)
+
+
 def _candidates(name: str) -> Iterator[str]:
     yield name
     n = 1
@@ -176,7 +189,8 @@ class Registry:
     """Maps unique device names to addresses; run it with ``serve()`` or ``running()``.
 
     ``bind`` is the request endpoint, ``events_bind`` the PUB endpoint (by default
-    the same host on a free port; ``info`` tells clients where). ``ttl`` and
+    the same host and the next port, 5555 -> 5556, or a free port when ``bind``
+    asks for port 0; ``info`` tells clients where). ``ttl`` and
     ``heartbeat`` are the lease given to a device that does not ask for its own;
     ``probe_timeout`` bounds how long a name's holder has to answer its ping.
     """
@@ -201,6 +215,7 @@ class Registry:
         self.beat_interval = beat_interval
         self._address: str | None = None
         self._events_address: str | None = None
+        self._events_bound = ""
         self._bound = threading.Event()
         self._bind_error: BaseException | None = None
         self._stopping = False
@@ -302,19 +317,22 @@ class Registry:
         pub: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         self._router, self._pub = router, pub
-        router.bind(self.bind)
+        _bind(router, self.bind)
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._address = connectable(endpoint)
-        pub.bind(self.events_bind or self._default_events_bind(endpoint))
-        self._events_address = connectable(pub.getsockopt_string(zmq.LAST_ENDPOINT))
+        _bind(pub, self.events_bind or self._default_events_bind(endpoint))
+        self._events_bound = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._events_address = connectable(self._events_bound)
         self._poller.register(router, zmq.POLLIN)
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
 
-    @staticmethod
-    def _default_events_bind(endpoint: str) -> str:
+    def _default_events_bind(self, endpoint: str) -> str:
+        """The next port when the request port was given (5555 -> 5556), else a free one."""
         parts = _split_tcp(endpoint)
         if parts is not None:
-            return f"tcp://{parts[0]}:0"
+            asked = _split_tcp(self.bind)
+            fixed = asked is not None and asked[1] not in ("0", "*")
+            return f"tcp://{parts[0]}:{int(parts[1]) + 1 if fixed else 0}"
         return endpoint + ".events"
 
     def _close(self) -> None:
@@ -457,12 +475,13 @@ class Registry:
         self._reply(
             envelope,
             request_id,
-            events=self._events_address,
+            events=self._events_bound,
             epoch=self._epoch,
             seq=self._seq,
             ttl=self.ttl,
             heartbeat=self.heartbeat,
             devices=len(self._by_name),
+            beat=self.beat_interval,
         )
 
     def _on_list(
