@@ -245,10 +245,13 @@ def _message(error: ErrorDetails) -> tuple[tuple[str | int, ...], str]:
     if kind == "idl_rule":
         return loc, f"{where}: {error['msg']}"
     expected = _KINDS.get(kind)
-    subject = f"'{loc[-1]}'" if loc and isinstance(loc[-1], str) else "each item"
-    if isinstance(loc[-1], int):
-        subject = f"item {loc[-1] + 1} of '{loc[-2]}'"
     place = "" if where == "the file" else f" of {where}"
+    if where != describe(loc[:-1]):  # the value of a whole declaration, such as a struct
+        subject, place = where, ""
+    elif isinstance(loc[-1], int):
+        subject = f"item {loc[-1] + 1} of '{loc[-2]}'"
+    else:
+        subject = f"'{loc[-1]}'"
     if expected is None:
         return loc, f"{subject}{place}: {error['msg'].lower()}"
     hint = bracket_hint if loc[-1] == "type" else ""

@@ -15,9 +15,9 @@ from pathlib import Path
 from runtime._interface import Interface
 
 from .check import check_file
-from .interface import build_interface
 from .errors import IdlError, IdlErrors
 from .idl_model import ParsedFile, parse_idl
+from .interface import build_interface
 from .reserved import PYTHON_KEYWORDS
 from .yaml_loader import load_yaml
 

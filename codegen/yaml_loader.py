@@ -182,6 +182,7 @@ _PROBLEMS: tuple[tuple[str, str], ...] = (
     ("did not find expected key", "a line that is not 'key: value'; check the indentation"),
     ("did not find expected '-' indicator", "a list item is not indented like the others"),
     ("found unexpected end of stream", "the file ends inside a quoted string or a bracket; close it"),
+    ("expected the node content, but found '<stream end>'", "the file ends inside a bracket; close it"),
     ("found unknown escape character", "an unknown escape in a double-quoted string; use single quotes or '\\\\'"),
     ("but found another document", "more than one YAML document ('---'); write one interface a file"),
 )
