@@ -7,6 +7,7 @@ in small view objects, so the templates stay free of logic.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from runtime._types import TypeExpr, parse_type
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
