@@ -143,7 +143,7 @@ class MethodSpec:
         return self.returns.type if self.returns is not None else "none"
 
 
-def _fields(items: Iterable[Field], docs: bool) -> list[dict[str, Any]]:
+def _fields(items: Iterable[FieldSpec], docs: bool) -> list[dict[str, Any]]:
     return [item.to_dict(docs=docs) for item in items]
 
 
