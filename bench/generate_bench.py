@@ -40,7 +40,7 @@ def synthetic_idl(index: int, methods: int = 20) -> str:
         lines += [
             f"  op{number}:",
             f"    doc: Operation {number}.",
-            f"    args: {{a: int, b: {{type: float, default: 1.5, ge: 0.0}}, c: \"list[Reading{index}]\"}}",
+            f'    args: {{a: int, b: {{type: float, default: 1.5, ge: 0.0}}, c: "list[Reading{index}]"}}',
             f"    returns: Reading{index}",
             f"    raises: [Fault{index}]",
         ]

@@ -65,7 +65,9 @@ def to_idl(interface: Interface) -> str:
     sections: dict[str, dict[str, Any]] = {
         "enums": {e.name: _with_doc(e.doc, {"values": list(e.values)}) for e in interface.all_enums()},
         "structs": {s.name: _with_doc(s.doc, {"fields": _fields(s.fields)}) for s in interface.all_structs()},
-        "errors": {e.name: _with_doc(e.doc, {"fields": _fields(e.fields)} if e.fields else {}) for e in interface.all_errors()},
+        "errors": {
+            e.name: _with_doc(e.doc, {"fields": _fields(e.fields)} if e.fields else {}) for e in interface.all_errors()
+        },
         "properties": {p.name: _field(p, writable=p.writable, notify=p.notify) for p in interface.properties},
         "signals": {s.name: _with_doc(s.doc, {"args": _fields(s.args)} if s.args else {}) for s in interface.signals},
         "methods": {m.name: _method(m) for m in interface.methods},

@@ -91,7 +91,11 @@ def python_default(value: Any, expr: TypeExpr, enums: set[str]) -> str:
     if expr.kind == "list":
         return "[" + ", ".join(python_default(item, expr.args[0], enums) for item in value) + "]"
     if expr.kind == "dict":
-        return "{" + ", ".join(f"{py_literal(k)}: {python_default(v, expr.args[1], enums)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{py_literal(k)}: {python_default(v, expr.args[1], enums)}" for k, v in value.items())
+            + "}"
+        )
     return py_literal(value)
 
 
@@ -225,10 +229,14 @@ class ModuleBuilder:
         self.imported = imported  # module name -> Interface
         self.imports = Imports()
         self.enums = {e.name for e in interface.all_enums()}
-        self.owner = {
-            decl.name: module
+        self.owner: dict[str, str] = {
+            name: module
             for module, other in imported.items()
-            for decl in (*other.enums, *other.structs, *other.errors)
+            for name in (
+                *(e.name for e in other.all_enums()),
+                *(s.name for s in other.all_structs()),
+                *(e.name for e in other.all_errors()),
+            )
         }
 
     def annotation(self, expr: TypeExpr) -> str:
@@ -263,10 +271,7 @@ class ModuleBuilder:
         return tuple(Param(f.name, self.annotation(f.type_expr), self.default(f)) for f in fields)
 
     def method(self, spec: MethodSpec) -> MethodView:
-        if spec.result:
-            returns = spec.result_name
-        else:
-            returns = self.annotation(parse_type(spec.return_type))
+        returns = spec.result_name if spec.result else self.annotation(parse_type(spec.return_type))
         return MethodView(spec, self.params(spec.args), returns)
 
     def build(self) -> dict[str, Any]:
@@ -280,7 +285,11 @@ class ModuleBuilder:
         enums = [ClassView(e.name, e.doc, values=e.values) for e in iface.enums]
         structs = [ClassView(s.name, s.doc, tuple(map(self.model_field, s.fields))) for s in iface.structs]
         errors = [
-            ClassView(e.name, e.doc, tuple(ModelField(f.name, self.annotation(f.type_expr), self.default(f), f.doc) for f in e.fields))
+            ClassView(
+                e.name,
+                e.doc,
+                tuple(ModelField(f.name, self.annotation(f.type_expr), self.default(f), f.doc) for f in e.fields),
+            )
             for e in iface.errors
         ]
         results = [
@@ -334,7 +343,14 @@ class ModuleBuilder:
             "imported_modules": [f"{module.upper()}_INTERFACE" for module in self.imported],
             "import_groups": self.imports.lines(),
             "exports": sorted(
-                ["INTERFACE", f"{iface.name}Client", f"Async{iface.name}Client", f"{iface.name}Server", f"{iface.name}Protocol", *types],
+                [
+                    "INTERFACE",
+                    f"{iface.name}Client",
+                    f"Async{iface.name}Client",
+                    f"{iface.name}Server",
+                    f"{iface.name}Protocol",
+                    *types,
+                ],
                 key=_isort_key,
             ),
         }

@@ -28,9 +28,15 @@ _TAG = "tag:yaml.org,2002:"
 
 
 class _CoreSchemaLoader(yaml.SafeLoader):
-    """Resolves plain scalars with the YAML 1.2 core schema only."""
+    """Resolves plain scalars with the YAML 1.2 core schema only; its error messages are the ones we explain."""
 
     yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+class _FastCoreSchemaLoader(yaml.CSafeLoader):
+    """The same schema over libyaml, about three times faster; a file it refuses is read again by the other."""
+
+    yaml_implicit_resolvers = _CoreSchemaLoader.yaml_implicit_resolvers
 
 
 _CORE_RESOLVERS = {
@@ -197,9 +203,27 @@ def _explain(problem: str) -> str:
 
 def load_yaml(text: str, path: Path) -> Node:
     """Parse one IDL file's text; raise ``IdlErrors`` naming ``path`` when it is not valid YAML."""
+    fast = _FastCoreSchemaLoader(text)
+    try:
+        root = fast.get_single_node()
+    except yaml.YAMLError:
+        root = _read_slowly(text, path)
+    finally:
+        fast.dispose()
+    if root is None:
+        raise IdlErrors([IdlError(path, 1, "the file is empty; an IDL file starts with 'interface:' and 'version:'")])
+    builder = _Builder(path)
+    tree = builder.build(root)
+    if builder.errors:
+        raise IdlErrors(builder.errors)
+    return tree
+
+
+def _read_slowly(text: str, path: Path) -> yaml.Node | None:
+    """Parse with the pure-Python parser, whose messages `_explain` knows, and report what it finds."""
     loader = _CoreSchemaLoader(text)
     try:
-        root = loader.get_single_node()
+        root: yaml.Node | None = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -208,10 +232,4 @@ def load_yaml(text: str, path: Path) -> Node:
         raise IdlErrors([IdlError(path, None, f"invalid YAML: {exc}")]) from exc
     finally:
         loader.dispose()
-    if root is None:
-        raise IdlErrors([IdlError(path, 1, "the file is empty; an IDL file starts with 'interface:' and 'version:'")])
-    builder = _Builder(path)
-    tree = builder.build(root)
-    if builder.errors:
-        raise IdlErrors(builder.errors)
-    return tree
+    return root

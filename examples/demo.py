@@ -136,7 +136,9 @@ def report(summary: ScanSummary) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run the demo rig.")
     parser.add_argument("--rig", action="store_true", help="start the rig and leave it running until Ctrl-C")
-    parser.add_argument("--registry", default=None, help="registry address (default: a free port; tcp://127.0.0.1:5555 with --rig)")
+    parser.add_argument(
+        "--registry", default=None, help="registry address (default: a free port; tcp://127.0.0.1:5555 with --rig)"
+    )
     parser.add_argument("--positions", type=int, default=36, help="stops round the circle (default 36)")
     parser.add_argument("--output", type=Path, default=ROOT / "demo-output", help="dataset root (default demo-output/)")
     args = parser.parse_args()

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 from PIL import Image
+from scene import render
 
 from generated.camera import CameraBusy, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
 from generated.cnc import CncClient
 from runtime import NDArray, ZidlError
-
-from scene import render
 
 log = logging.getLogger("dummy_camera")
 
@@ -127,9 +126,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A dummy camera.")
     parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
     parser.add_argument("--name", default="camera", help="name to register under (default camera)")
-    parser.add_argument("--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)")
+    parser.add_argument(
+        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
+    )
     parser.add_argument("--stage", default="stage", help="the stage to follow (default stage); '' follows none")
-    parser.add_argument("--images", type=Path, default=os.environ.get("ZIDL_CAMERA_IMAGES"), help="serve these images, cycling")
+    parser.add_argument(
+        "--images", type=Path, default=os.environ.get("ZIDL_CAMERA_IMAGES"), help="serve these images, cycling"
+    )
     parser.add_argument("--lag", type=float, default=0.0, metavar="MS", help="extra milliseconds per capture")
     parser.add_argument("--resolution", default="1640x1232", help="WIDTHxHEIGHT (default 1640x1232)")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """A dummy three-axis stage: moves take time in proportion to distance and report along the way.
 
-    python examples/dummy_cnc.py --name stage --registry tcp://127.0.0.1:5555
+python examples/dummy_cnc.py --name stage --registry tcp://127.0.0.1:5555
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class DummyCnc(CncServer):
         while (elapsed := time.monotonic() - began) < duration:
             fraction = elapsed / duration
             self._arrive(
-                start.x + (x - start.x) * fraction, start.y + (y - start.y) * fraction, start.z + (z - start.z) * fraction
+                start.x + (x - start.x) * fraction,
+                start.y + (y - start.y) * fraction,
+                start.z + (z - start.z) * fraction,
             )
             time.sleep(min(self.report_interval, duration - elapsed))
         self._arrive(x, y, z)
@@ -67,7 +69,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A dummy motion stage.")
     parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
     parser.add_argument("--name", default="stage", help="name to register under (default stage)")
-    parser.add_argument("--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)")
+    parser.add_argument(
+        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
+    )
     parser.add_argument("--speed", type=float, default=400.0, help="mm per second (default 400)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

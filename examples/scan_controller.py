@@ -86,7 +86,15 @@ class ScanController(ControllerServer):
 
     def run_scan(self) -> ScanSummary:
         if not self.ready_to_scan or self.root is None:
-            missing = [what for what, have in (("db_url", self.root), ("dataset name", self.dataset), ("cameras", self.camera_names)) if not have]
+            missing = [
+                what
+                for what, have in (
+                    ("db_url", self.root),
+                    ("dataset name", self.dataset),
+                    ("cameras", self.camera_names),
+                )
+                if not have
+            ]
             raise NotReady(f"cannot scan yet: no {', '.join(missing)}", reason=f"missing {', '.join(missing)}")
         return asyncio.run(self._scan(self.root / self.dataset))
 
@@ -117,7 +125,9 @@ class ScanController(ControllerServer):
                 angle = 2 * math.pi * index / positions
                 x, y = config["radius"] * math.cos(angle), config["radius"] * math.sin(angle)
                 await stage.moveto(x, y, config["z"])
-                shots = await asyncio.gather(*(camera.get_image() for camera in cameras.values()), return_exceptions=True)
+                shots = await asyncio.gather(
+                    *(camera.get_image() for camera in cameras.values()), return_exceptions=True
+                )
                 for (name, camera), shot in zip(list(cameras.items()), shots, strict=True):
                     if isinstance(shot, BaseException):
                         log.warning("camera %s failed at position %d and is left out: %s", name, index, shot)
@@ -141,7 +151,9 @@ class ScanController(ControllerServer):
             failed_cameras=failed,
         )
 
-    def _write(self, images: Path, index: int, camera: str, shot: GetImageResult, where: tuple[float, float, float]) -> int:
+    def _write(
+        self, images: Path, index: int, camera: str, shot: GetImageResult, where: tuple[float, float, float]
+    ) -> int:
         suffix = "jpg" if shot.info.encoding is Encoding.jpeg else "png"
         stem = f"{index:03d}_{camera}"
         (images / f"{stem}.{suffix}").write_bytes(shot.image)
@@ -163,7 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The scan controller.")
     parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
     parser.add_argument("--name", default="controller", help="name to register under (default controller)")
-    parser.add_argument("--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)")
+    parser.add_argument(
+        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
+    )
     parser.add_argument("--stage", default="stage", help="the stage to drive (default stage)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -54,7 +54,9 @@ def render(width: int, height: int, x: float, y: float, z: float, camera: str = 
         tip_col = math.sin(angle) * length * 1.6
         centre_col, centre_row = tip_col / 2, base_row - 0.02
         half = max(abs(tip_col) / 2, 0.02)
-        box = region(centre_col - half - 0.05, centre_col + half + 0.05, centre_row - half - 0.05, centre_row + half + 0.05)
+        box = region(
+            centre_col - half - 0.05, centre_col + half + 0.05, centre_row - half - 0.05, centre_row + half + 0.05
+        )
         r, c = rows[box[0]], cols[:, box[1]]
         along = (c - centre_col) * math.cos(0.3) + (r - centre_row) * math.sin(0.3)
         across = -(c - centre_col) * math.sin(0.3) + (r - centre_row) * math.cos(0.3)
@@ -63,7 +65,6 @@ def render(width: int, height: int, x: float, y: float, z: float, camera: str = 
         _paint(image[box], mask, (0.15 * shade, 0.65 * shade, 0.20 * shade))
 
     return image
-
 
 
 def _rgb(colour: tuple[float, float, float]) -> tuple[int, int, int]:

@@ -93,7 +93,11 @@ def test_imports_generate_into_a_users_own_package(tmp_path: Path) -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
         env={"PYTHONPATH": f"{tmp_path}:{ROOT}"},
     )
     assert result.stdout.strip() == "ok", result.stderr
