@@ -1,0 +1,56 @@
+"""zidl's runtime: the one public surface of the transport, clients, servers, signals and errors.
+
+Generated modules import their bases from here; users import the errors, ``NDArray``
+and the tuning knobs (``Heartbeat``, ``Limits``).
+"""
+
+from ._async_client import AsyncClient, AsyncProperty, AsyncReadOnlyProperty
+from ._client import Client
+from ._errors import (
+    CallTimeout,
+    ClientClosed,
+    ConnectionLost,
+    DeviceNotFound,
+    InterfaceMismatch,
+    ProtocolError,
+    RegistryUnavailable,
+    RemoteError,
+    ZidlError,
+)
+from ._interface import EnumSpec, ErrorSpec, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec, StructSpec
+from ._ndarray import NDArray
+from ._server import Server
+from ._signals import AsyncSignal, ServerSignal, Signal
+from ._transport import Heartbeat
+from ._wire import Limits
+
+__all__ = [
+    "AsyncClient",
+    "AsyncProperty",
+    "AsyncReadOnlyProperty",
+    "AsyncSignal",
+    "CallTimeout",
+    "Client",
+    "ClientClosed",
+    "ConnectionLost",
+    "DeviceNotFound",
+    "EnumSpec",
+    "ErrorSpec",
+    "FieldSpec",
+    "Heartbeat",
+    "Interface",
+    "InterfaceMismatch",
+    "Limits",
+    "MethodSpec",
+    "NDArray",
+    "PropertySpec",
+    "ProtocolError",
+    "RegistryUnavailable",
+    "RemoteError",
+    "Server",
+    "ServerSignal",
+    "Signal",
+    "SignalSpec",
+    "StructSpec",
+    "ZidlError",
+]

@@ -1,0 +1,383 @@
+"""The blocking client base: typed calls, property access and signals over one connection per thread.
+
+A generated ``CameraClient(Client, interface=INTERFACE)`` declares methods that call
+``self._call(name, args, timeout)`` and properties that call ``self._get`` and
+``self._set``. Each thread that calls gets its own DEALER socket (made on first use,
+closed by ``close()``) and waits for its reply itself, polling the socket and its
+monitor: no thread hop per call. A disconnect seen by the monitor while a call is
+in flight raises ``ConnectionLost``; a timeout raises ``CallTimeout`` and leaves the
+socket usable (a late reply is recognised by its id and dropped). Signals run on
+one thread of the client (``SignalHub``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from types import TracebackType
+from typing import Any, ClassVar, Final, Self
+
+import zmq
+
+from ._compat import check
+from ._errors import CallTimeout, ClientClosed, ConnectionLost, ProtocolError, ZidlError, rebuild
+from ._interface import Interface
+from ._signals import Signal, SignalHub
+from ._transport import (
+    DEFAULT_HEARTBEAT,
+    Heartbeat,
+    Monitor,
+    make_dealer,
+    recv_frames,
+    send_frames,
+    substitute_host,
+    zmq_errors,
+)
+from ._validation import Tables, tables
+from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT: Final = 5.0
+"""Seconds a handshake, property read or write, or subscription waits unless ``timeout=`` says otherwise."""
+
+_SLICE: Final = 0.25
+"""Longest single wait, so that a thread in a call notices ``close()`` from another thread."""
+
+
+def _outcome(header: dict[str, Any], body: Any, table: Tables | None, where: str) -> Any:
+    kind = header.get("k")
+    if kind == "ok":
+        return body
+    if kind == "err":
+        raise rebuild(body, table.declared if table is not None else {}, where)
+    raise ProtocolError(f"{where}: reply of unknown kind {kind!r}")
+
+
+def hello_body(interface: Interface | None) -> dict[str, Any]:
+    return {"interface": interface.to_dict() if interface is not None else None, "protocol": PROTOCOL}
+
+
+def read_hello(reply: Any, mine: Interface | None, address: str) -> tuple[Interface, str]:
+    """The server's interface and signal address from a handshake reply, checked against ``mine``."""
+    try:
+        theirs = Interface.from_dict(reply["interface"])
+        signals = str(reply["signals"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"{address}: malformed handshake reply ({exc!r})") from None
+    if mine is not None:
+        differences = check(mine, theirs)
+        if differences:
+            logger.warning(
+                "client %s v%d / server %s v%d at %s differ (compatible): %s",
+                mine.name,
+                mine.version,
+                theirs.name,
+                theirs.version,
+                address,
+                "; ".join(differences),
+            )
+    return theirs, substitute_host(signals, address)
+
+
+class _Connection:
+    """One thread's DEALER socket to the server and its monitor; only that thread uses them."""
+
+    def __init__(self, address: str, heartbeat: Heartbeat) -> None:
+        self.address = address
+        self.socket = make_dealer(address, heartbeat)
+        self.monitor = Monitor(self.socket)
+        self.poller = zmq.Poller()
+        self.poller.register(self.socket, zmq.POLLIN)
+        self.poller.register(self.monitor.socket, zmq.POLLIN)
+        self.busy = threading.Lock()
+        self.closed = False
+        self._sockets_closed = False
+
+    def close_sockets(self) -> None:
+        if not self._sockets_closed:
+            self._sockets_closed = True
+            self.monitor.close()
+            self.socket.close(linger=0)
+
+
+class Client:
+    """The base of every generated blocking client; use ``<Name>Client.connect(address)``.
+
+    ``Client.connect(address)`` on this base class makes a client for whatever the
+    server describes (the command line uses it): its methods are reached with
+    ``_call``, its properties with ``_get`` and ``_set``, its signals with ``signal(name)``.
+    """
+
+    _zidl_interface: ClassVar[Interface | None] = None
+    _zidl_tables: ClassVar[Tables | None] = None
+
+    def __init_subclass__(cls, *, interface: Interface | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if interface is not None:
+            cls._zidl_interface = interface
+            cls._zidl_tables = tables(interface)
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._address = address
+        self._timeout = timeout
+        self._heartbeat = heartbeat
+        self._limits = limits
+        self._tables: Tables | None = type(self)._zidl_tables
+        self._server_interface: Interface | None = None
+        self._signal_address: str | None = None
+        self._signals: dict[str, Signal[...]] = {}
+        self._hub: SignalHub | None = None
+        self._local = threading.local()
+        self._connections: dict[threading.Thread, _Connection] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._generation = 0
+        self._closed = False
+        if self._tables is not None:
+            self._make_signals(self._tables.interface)
+
+    # --- public surface ---------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> Self:
+        """A client connected to ``address``, its handshake done within ``timeout`` seconds.
+
+        ``timeout`` is also the default for property reads and writes and signal
+        subscriptions. Raises ``InterfaceMismatch`` when the server is incompatible and
+        ``CallTimeout`` when nothing answers.
+        """
+        client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits)
+        try:
+            client._handshake()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    @classmethod
+    def lookup(cls, name: str, *, registry: str | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Self:
+        """A client for the device registered as ``name`` (provided by the registry module)."""
+        raise NotImplementedError("looking a device up by name needs runtime.Registry")
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def interface(self) -> Interface:
+        """The server's interface description (from the handshake), or this client's before it."""
+        if self._server_interface is not None:
+            return self._server_interface
+        if self._tables is None:
+            raise ZidlError("the client has not connected yet")
+        return self._tables.interface
+
+    def signal(self, name: str) -> Signal[...]:
+        """The signal ``name`` (generated clients also have it as an attribute)."""
+        try:
+            return self._signals[name]
+        except KeyError:
+            raise ZidlError(f"{self._what()} has no signal {name!r}") from None
+
+    def close(self) -> None:
+        """Close every socket and the signal thread; calls in flight end with ``ClientClosed``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            connections = list(self._connections.values())
+            self._connections.clear()
+            hub, self._hub = self._hub, None
+        for connection in connections:
+            connection.closed = True
+            if connection.busy.acquire(blocking=False):
+                try:
+                    connection.close_sockets()
+                finally:
+                    connection.busy.release()
+        if hub is not None:
+            hub.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._address}{' closed' if self._closed else ''}>"
+
+    # --- what generated code calls ---------------------------------------------------------------------
+
+    def _call(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """Call method ``name`` with ``args``; returns the validated result (None for a oneway method)."""
+        table = self._table()
+        method = table.methods.get(name)
+        if method is None:
+            raise ZidlError(f"{self._what()} has no method {name!r}")
+        values = table.validate_args(name, args)
+        result = self._request("call", name, values, timeout, oneway=method.oneway)
+        if method.oneway:
+            return None
+        return table.results[name].validate_python(result)
+
+    def _get(self, name: str) -> Any:
+        """Read property ``name``."""
+        table = self._table()
+        if name not in table.values:
+            raise ZidlError(f"{self._what()} has no property {name!r}")
+        return table.values[name].validate_python(self._request("get", name, _NOTHING, self._timeout))
+
+    def _set(self, name: str, value: Any) -> None:
+        """Write property ``name`` (the server's ``set_<name>`` may refuse it)."""
+        table = self._table()
+        if name not in table.values:
+            raise ZidlError(f"{self._what()} has no property {name!r}")
+        self._request("set", name, table.values[name].validate_python(value), self._timeout)
+
+    # --- the connection ---------------------------------------------------------------------------------
+
+    def _table(self) -> Tables:
+        if self._tables is None:
+            raise ZidlError(f"{self._what()}: not connected yet")
+        return self._tables
+
+    def _what(self) -> str:
+        name = self._tables.interface.name if self._tables is not None else "device"
+        return f"{name} at {self._address}"
+
+    def _make_signals(self, interface: Interface) -> None:
+        for spec in interface.signals:
+            signal: Signal[...] = Signal(spec.name, self._signal_hub, lambda: self._timeout)
+            self._signals[spec.name] = signal
+            if type(self) is not Client:
+                object.__setattr__(self, spec.name, signal)
+
+    def _signal_hub(self) -> SignalHub:
+        with self._lock:
+            if self._closed:
+                raise ClientClosed(f"{self._what()} is closed")
+            if self._hub is None:
+                if self._signal_address is None:
+                    raise ZidlError(f"{self._what()}: connect before using signals")
+                self._hub = SignalHub(self._signal_address, self._table(), self._what())
+            return self._hub
+
+    def _handshake(self) -> None:
+        mine = self._tables.interface if self._tables is not None else None
+        reply = self._request("hello", None, hello_body(mine), self._timeout)
+        theirs, self._signal_address = read_hello(reply, mine, self._address)
+        self._server_interface = theirs
+        if self._tables is None:
+            self._tables = tables(theirs)
+            self._make_signals(theirs)
+
+    def _retarget(self, address: str) -> None:
+        """Point the client at a new address (a device found again by name); each thread reconnects on next use."""
+        with self._lock:
+            self._address = address
+            self._generation += 1
+
+    def _connection(self) -> _Connection:
+        connection: _Connection | None = getattr(self._local, "connection", None)
+        if connection is not None and not connection.closed and connection.address == self._address:
+            return connection
+        with self._lock:
+            if self._closed:
+                raise ClientClosed(f"{self._what()} is closed")
+            for thread, other in list(self._connections.items()):
+                if not thread.is_alive() or other is connection:
+                    del self._connections[thread]
+                    other.closed = True
+                    other.close_sockets()
+            connection = _Connection(self._address, self._heartbeat)
+            self._connections[threading.current_thread()] = connection
+        self._local.connection = connection
+        return connection
+
+    def _request(self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False) -> Any:
+        connection = self._connection()
+        where = f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
+        with connection.busy:
+            try:
+                with zmq_errors(where):
+                    return self._exchange(connection, kind, name, body, timeout, oneway, where)
+            finally:
+                if connection.closed:
+                    connection.close_sockets()
+
+    def _exchange(
+        self,
+        connection: _Connection,
+        kind: str,
+        name: str | None,
+        body: Any,
+        timeout: float | None,
+        oneway: bool,
+        where: str,
+    ) -> Any:
+        request_id = next(self._ids)
+        header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}
+        if timeout is not None:
+            header["t"] = timeout
+        frames = encode(header, body)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        connection.monitor.drain()  # forget what happened between calls
+        self._send(connection, frames, deadline, timeout, where)
+        if oneway:
+            return None
+        while True:
+            wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            if wait <= 0:
+                raise CallTimeout(f"{where}: no reply within {timeout} s")
+            ready = dict(connection.poller.poll(int(wait * 1000) + 1))
+            if connection.socket in ready:
+                while True:
+                    try:
+                        reply = recv_frames(connection.socket, flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    header, result = decode(reply, self._limits)
+                    if header.get("id") != request_id:
+                        logger.debug("%s: dropped a late reply (id %s)", where, header.get("id"))
+                        continue
+                    return _outcome(header, result, self._tables, where)
+            if connection.monitor.socket in ready and connection.monitor.drain():
+                raise ConnectionLost(f"{where}: the connection to {connection.address} was lost during the call")
+            if connection.closed:
+                raise ClientClosed(f"{where}: the client was closed during the call")
+
+    def _send(
+        self, connection: _Connection, frames: list[Any], deadline: float | None, timeout: float | None, where: str
+    ) -> None:
+        while True:
+            try:
+                send_frames(connection.socket, frames, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass  # not connected (yet): messages only go to a completed connection
+            wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            if wait <= 0:
+                raise CallTimeout(f"{where}: {connection.address} could not be reached within {timeout} s")
+            connection.socket.poll(int(wait * 1000) + 1, zmq.POLLOUT)
+            if connection.closed:
+                raise ClientClosed(f"{where}: the client was closed during the call")

@@ -1,0 +1,198 @@
+"""ZeroMQ transport: sockets, addresses, heartbeats, monitors, and the one place zmq errors are translated.
+
+Every socket of the runtime is made by ``make_socket`` from the process's one
+context, with ``LINGER 0`` and, where a peer may vanish, ZMTP heartbeats. Each has
+one owner thread (or event loop); other threads reach an owner through a queue and
+a ``Waker``. ``zmq_errors`` turns any ``zmq.ZMQError`` into a ``ZidlError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from ._errors import ClientClosed, ZidlError
+
+Socket = zmq.Socket[bytes]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """ZMTP heartbeats: a ping every ``interval`` seconds; a peer silent for ``timeout`` is gone."""
+
+    interval: float = 1.0
+    timeout: float = 3.0
+
+
+DEFAULT_HEARTBEAT: Final = Heartbeat()
+
+MONITOR_EVENTS: Final = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+
+
+def context() -> zmq.Context[Socket]:
+    """The process's one ZeroMQ context."""
+    return zmq.Context.instance()
+
+
+@contextlib.contextmanager
+def zmq_errors(what: str) -> Iterator[None]:
+    """Translate ZeroMQ errors raised inside the block into zidl errors naming ``what``."""
+    try:
+        yield
+    except zmq.ZMQError as exc:
+        if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+            raise ClientClosed(f"{what}: the socket is closed") from exc
+        if exc.errno == errno.EADDRINUSE:
+            raise ZidlError(f"{what}: the address is already in use") from exc
+        if exc.errno in (errno.EINVAL, errno.EPROTONOSUPPORT, errno.ENODEV, zmq.EPROTONOSUPPORT):
+            raise ZidlError(f"{what}: not a usable address ({exc.strerror})") from exc
+        raise ZidlError(f"{what}: {exc.strerror}") from exc
+
+
+def make_socket(kind: int, heartbeat: Heartbeat | None = None) -> Socket:
+    """A new socket of ``kind`` with LINGER 0 and, if given, heartbeats."""
+    with zmq_errors("creating a socket"):
+        sock: Socket = context().socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if heartbeat is not None:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(heartbeat.interval * 1000)))
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(heartbeat.timeout * 1000)))
+            sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(heartbeat.timeout * 1000)))
+    return sock
+
+
+def make_dealer(address: str, heartbeat: Heartbeat) -> Socket:
+    """A client socket connected to ``address``: messages only go to a completed connection."""
+    sock = make_socket(zmq.DEALER, heartbeat)
+    with zmq_errors(f"connecting to {address}"):
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.connect(address)
+    return sock
+
+
+def bind(sock: Socket, address: str) -> str:
+    """Bind ``sock`` to ``address`` and return the endpoint actually bound (port 0 resolved)."""
+    with zmq_errors(f"binding to {address}"):
+        sock.bind(address)
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def signal_address(bound: str) -> str:
+    """Where to bind a server's signal publisher, given where its request socket is bound."""
+    transport, _, rest = bound.partition("://")
+    if transport == "tcp":
+        host, _, _port = rest.rpartition(":")
+        return f"tcp://{host}:0"
+    return f"{bound}.signals"
+
+
+_WILDCARDS = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]", "[*]": "[::1]"}
+
+
+def connectable(endpoint: str) -> str:
+    """An address a local client can connect to: a wildcard host becomes the loopback."""
+    transport, _, rest = endpoint.partition("://")
+    if transport != "tcp":
+        return endpoint
+    host, _, port = rest.rpartition(":")
+    return f"tcp://{_WILDCARDS.get(host, host)}:{port}"
+
+
+def substitute_host(endpoint: str, via: str) -> str:
+    """``endpoint`` (as the server bound it) with a wildcard host replaced by the host of ``via``."""
+    transport, _, rest = endpoint.partition("://")
+    if transport != "tcp":
+        return endpoint
+    host, _, port = rest.rpartition(":")
+    if host not in _WILDCARDS:
+        return endpoint
+    via_transport, _, via_rest = via.partition("://")
+    via_host = via_rest.rpartition(":")[0] if via_transport == "tcp" else ""
+    via_host = re.sub(r"^[^;]*;", "", via_host)  # "tcp://source;host:port" connects from a source
+    return f"tcp://{via_host or _WILDCARDS[host]}:{port}"
+
+
+# --- monitors --------------------------------------------------------------------------------
+
+
+class Monitor:
+    """The connection state of one socket, read from its monitor socket by the socket's owner."""
+
+    def __init__(self, sock: Socket) -> None:
+        with zmq_errors("monitoring a socket"):
+            self.socket: Socket = sock.get_monitor_socket(MONITOR_EVENTS)
+        self._watched = sock
+        self.connected = False
+
+    def drain(self) -> bool:
+        """Read every pending event; True when a disconnect was among them."""
+        lost = False
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return lost
+            except zmq.ZMQError:
+                return lost
+            event = parse_monitor_message(frames)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self.connected = False
+                lost = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected = True
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._watched.disable_monitor()
+        self.socket.close(linger=0)
+
+
+# --- multipart I/O ---------------------------------------------------------------------------
+
+
+def recv_frames(sock: Socket, copied: int = 1, flags: int = 0) -> list[Any]:
+    """One message: the first ``copied`` frames (identity, topic, header: small) copied, the value frames not."""
+    frames: list[Any] = [sock.recv(flags)]
+    while sock.getsockopt(zmq.RCVMORE):
+        frames.append(sock.recv(copy=len(frames) < copied))
+    return frames
+
+
+def send_frames(sock: Socket, frames: list[Any], flags: int = 0) -> None:
+    """Send a message; frames above pyzmq's copy threshold go without a copy."""
+    sock.send_multipart(frames, flags, copy=False)
+
+
+class Waker:
+    """A byte pipe another thread writes to so that a socket owner blocked in ``zmq.poll`` wakes up."""
+
+    def __init__(self) -> None:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._read.fileno()
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._write.send(b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while self._read.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()

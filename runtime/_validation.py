@@ -1,0 +1,180 @@
+"""Validators built once per interface description.
+
+``tables(interface)`` turns an ``Interface`` into pydantic validators: per method an
+arguments model and a result adapter, per property a value adapter (with its
+constraints), per signal an arguments model, per IDL error its class and a fields
+model. Named types resolve to the generated classes in ``Interface.all_types()``;
+a name with no class (a client built from a handshake, with no generated code) gets
+one made here: an ``enum.Enum``, a pydantic model or a ``RemoteError`` subclass.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import threading
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+
+from ._errors import RemoteError
+from ._interface import REQUIRED, FieldSpec, Interface, MethodSpec
+from ._ndarray import NDArray
+from ._types import TypeExpr, parse_type
+
+_BUILTINS: dict[str, Any] = {
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bytes": bytes,
+    "ndarray": NDArray,
+    "any": Any,
+    "none": None,
+}
+
+_ARGS_CONFIG = ConfigDict(extra="forbid")
+
+
+class Tables:
+    """Everything needed to validate the traffic of one interface, keyed by IDL name."""
+
+    def __init__(self, interface: Interface) -> None:
+        self.interface = interface
+        self.classes: dict[str, Any] = {cls.__name__: cls for cls in interface.all_types()}
+        self._enums = {spec.name: spec for spec in interface.all_enums()}
+        self._structs = {spec.name: spec for spec in interface.all_structs()}
+        self._errors = {spec.name: spec for spec in interface.all_errors()}
+        self.methods: dict[str, MethodSpec] = {m.name: m for m in interface.methods}
+        self.args: dict[str, type[BaseModel]] = {}
+        self.results: dict[str, TypeAdapter[Any]] = {}
+        for method in interface.methods:
+            self.args[method.name] = self.model(f"{method.result_name[:-6]}Args", method.args, _ARGS_CONFIG)
+            self.results[method.name] = TypeAdapter(self.resolve(parse_type(method.return_type)))
+        self.properties = {p.name: p for p in interface.properties}
+        self.values: dict[str, TypeAdapter[Any]] = {
+            p.name: TypeAdapter(self.annotation(p)) for p in interface.properties
+        }
+        self.defaults: dict[str, Any] = {
+            p.name: self.values[p.name].validate_python(p.default) for p in interface.properties if p.has_default
+        }
+        self.signals = {s.name: s for s in interface.signals}
+        self.signal_args: dict[str, type[BaseModel]] = {
+            s.name: self.model(f"{s.name}Args", s.args, _ARGS_CONFIG) for s in interface.signals
+        }
+        self.errors: dict[str, type[RemoteError]] = {name: self.error_class(name) for name in self._errors}
+        self.error_fields: dict[str, type[BaseModel]] = {
+            name: self.model(f"{name}Fields", spec.fields, None) for name, spec in self._errors.items()
+        }
+        self.declared: dict[str, Callable[[str, Mapping[str, Any]], RemoteError]] = {
+            name: functools.partial(self.build_error, name) for name in self._errors
+        }
+
+    # --- types -------------------------------------------------------------------------------
+
+    def resolve(self, expr: TypeExpr) -> Any:
+        """The Python type pydantic validates for a parsed IDL type."""
+        kind = expr.kind
+        if kind in _BUILTINS:
+            return _BUILTINS[kind]
+        if kind == "named":
+            return self.named(expr.name)
+        args = tuple(self.resolve(arg) for arg in expr.args)
+        if kind == "optional":
+            return Optional[args[0]]  # noqa: UP045 - built at run time from a type object
+        if kind == "list":
+            return list[args[0]]  # type: ignore[valid-type]
+        if kind == "dict":
+            return dict[str, args[1]]  # type: ignore[valid-type]
+        if kind == "tuple":
+            return tuple[args[0], ...] if expr.variadic else tuple.__class_getitem__(args)  # type: ignore[valid-type]
+        raise ValueError(f"unknown type kind {kind!r}")
+
+    def annotation(self, spec: FieldSpec) -> Any:
+        """The type of a field with its constraints attached."""
+        base = self.resolve(spec.type_expr)
+        return Annotated[base, Field(**dict(spec.constraints))] if spec.constraints else base
+
+    def named(self, name: str) -> Any:
+        found = self.classes.get(name)
+        if found is not None:
+            return found
+        made: Any
+        if name in self._enums:
+            values = self._enums[name].values
+            made = enum.Enum(name, {value: value for value in values})  # type: ignore[misc,no-redef]
+        elif name in self._structs:
+            made = self.model(name, self._structs[name].fields, None)
+        elif name in self._errors:
+            made = self.error_class(name)
+        elif name.endswith("Result") and any(m.result_name == name for m in self.interface.methods):
+            method = next(m for m in self.interface.methods if m.result_name == name)
+            made = self.model(name, method.result, None)
+        else:
+            raise ValueError(f"type {name!r} is not declared by interface {self.interface.name}")
+        self.classes[name] = made
+        return made
+
+    def model(self, name: str, fields: tuple[FieldSpec, ...], config: ConfigDict | None) -> type[BaseModel]:
+        definitions: dict[str, Any] = {}
+        for spec in fields:
+            annotation = self.annotation(spec)
+            if spec.default is REQUIRED:
+                definitions[spec.name] = (annotation, ...)
+            else:
+                definitions[spec.name] = (annotation, TypeAdapter(annotation).validate_python(spec.default))
+        model: type[BaseModel] = create_model(name, __config__=config, **definitions)
+        return model
+
+    def error_class(self, name: str) -> type[RemoteError]:
+        found = self.classes.get(name)
+        if isinstance(found, type) and issubclass(found, RemoteError):
+            return found
+        made = type(name, (RemoteError,), {"__doc__": self._errors[name].doc or None})
+        self.classes[name] = made
+        return made
+
+    # --- values ------------------------------------------------------------------------------
+
+    def validate_args(self, method: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments of a call, validated (raises pydantic's ``ValidationError``)."""
+        return dict(self.args[method].model_validate(args).__dict__)
+
+    def validate_signal(self, signal: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
+        """The arguments of an emission (positional, IDL order), validated."""
+        names = [arg.name for arg in self.signals[signal].args]
+        if len(args) > len(names):
+            raise TypeError(f"signal {signal} takes {len(names)} arguments, {len(args)} given")
+        values = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in values:
+                raise TypeError(f"signal {signal} got argument {key!r} twice")
+            values[key] = value
+        return list(self.signal_args[signal].model_validate(values).__dict__.values())
+
+    def build_error(self, name: str, message: str, fields: Mapping[str, Any]) -> RemoteError:
+        """The declared error ``name`` with its fields validated."""
+        values = self.error_fields[name].model_validate(fields).__dict__
+        cls = self.errors[name]
+        exc = cls.__new__(cls)
+        try:
+            cls.__init__(exc, message, **values)
+        except TypeError:
+            RemoteError.__init__(exc, message, **values)
+        return exc
+
+
+_cache: dict[int, tuple[Interface, Tables]] = {}
+_cache_lock = threading.Lock()
+
+
+def tables(interface: Interface) -> Tables:
+    """The validators of ``interface``, built once per description object."""
+    with _cache_lock:
+        hit = _cache.get(id(interface))
+        if hit is not None and hit[0] is interface:
+            return hit[1]
+        built = Tables(interface)
+        _cache[id(interface)] = (interface, built)
+        return built

@@ -1,0 +1,223 @@
+"""The wire format: one JSON header frame, then one frame per ``bytes`` or ``ndarray`` value.
+
+``encode`` walks a value (enums become their value, pydantic models dicts of their
+fields, tuples lists), puts it in the header under ``"b"`` and moves every binary
+value to a frame of its own, leaving a reference in its place:
+
+* ``{"$b": i}``                      bytes in frame ``i`` (1-based, after the header)
+* ``{"$a": [i, dtype, shape]}``      an ndarray over frame ``i``
+
+A user dict key that starts with ``$`` is written with one more ``$`` so it can
+never be taken for a reference. ``decode`` checks the limits, parses the header,
+and puts the values back: ``bytes`` with one copy, arrays over the received frame
+with none (so they are read-only). The full format is in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import zmq
+from pydantic import BaseModel
+
+from ._errors import ProtocolError
+from ._ndarray import check_dtype
+
+PROTOCOL: Final = 1
+"""The wire protocol version, the header's ``v``."""
+
+_BYTES: Final = "$b"
+_ARRAY: Final = "$a"
+_DTYPE = re.compile(r"[<>|=]?[?biufc][0-9]{0,2}")
+_MAX_DIMS: Final = 32
+_SCALARS = (str, int, float, bool, type(None))
+
+Frame = bytes | memoryview | zmq.Frame
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one message may hold; a larger one gets an error reply instead of being processed."""
+
+    max_frames: int = 1024
+    max_bytes: int = 256 * 1024 * 1024
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+class _Encoder:
+    __slots__ = ("frames", "marked")
+
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+        self.marked = False
+
+    def walk(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _SCALARS:
+            return value
+        if isinstance(value, enum.Enum):
+            return self.walk(value.value)
+        if isinstance(value, BaseModel):
+            return {self.key(name): self.walk(getattr(value, name)) for name in type(value).model_fields}
+        if isinstance(value, dict):
+            return {self.key(key): self.walk(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.walk(item) for item in value]
+        if isinstance(value, bytes | bytearray | memoryview):
+            self.frames.append(value)
+            self.marked = True
+            return {_BYTES: len(self.frames)}
+        if isinstance(value, np.ndarray):
+            return self.array(value)
+        if isinstance(value, np.generic):
+            return self.walk(value.item())
+        if isinstance(value, str | int | float):  # subclasses of the scalars
+            return value
+        raise TypeError(f"a value of type {kind.__name__} cannot be sent")
+
+    def key(self, key: Any) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"dict keys must be strings to be sent, not {type(key).__name__}")
+        if key.startswith("$"):
+            self.marked = True
+            return "$" + key
+        return key
+
+    def array(self, array: np.ndarray[Any, Any]) -> Any:
+        try:
+            check_dtype(array.dtype)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
+        shape = list(array.shape)
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+        data: Any = array.reshape(-1).view(np.uint8) if array.size else b""
+        self.frames.append(data)
+        self.marked = True
+        return {_ARRAY: [len(self.frames), array.dtype.str, shape]}
+
+
+_NOTHING: Final = object()
+
+
+def encode(header: dict[str, Any], body: Any = _NOTHING) -> list[Any]:
+    """The frames of a message: ``header`` as JSON (with ``body`` under ``"b"``), then the binary values.
+
+    Raises ``TypeError`` when ``body`` holds a value that cannot travel.
+    """
+    if body is _NOTHING:
+        return [json.dumps(header, separators=(",", ":")).encode()]
+    encoder = _Encoder()
+    header["b"] = encoder.walk(body)
+    if encoder.marked:
+        header["x"] = 1
+    try:
+        head = json.dumps(header, separators=(",", ":")).encode()
+    except ValueError as exc:  # circular references
+        raise TypeError(str(exc)) from None
+    return [head, *encoder.frames]
+
+
+def _size(frame: Any) -> int:
+    return len(frame)
+
+
+def check_limits(frames: Sequence[Frame], limits: Limits) -> None:
+    """Raise ``ProtocolError`` when a message has too many frames or bytes."""
+    if len(frames) > limits.max_frames:
+        raise ProtocolError(f"message has {len(frames)} frames, more than the limit of {limits.max_frames}")
+    total = sum(_size(frame) for frame in frames)
+    if total > limits.max_bytes:
+        raise ProtocolError(f"message has {total} bytes, more than the limit of {limits.max_bytes}")
+
+
+def decode_header(frame: Frame) -> dict[str, Any]:
+    """Parse and check the header frame (protocol version, request id)."""
+    raw = frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header is not a JSON object")
+    if header.get("v") != PROTOCOL:
+        raise ProtocolError(f"protocol version {header.get('v')!r} is not supported (this side speaks {PROTOCOL})")
+    return header
+
+
+def decode_body(header: dict[str, Any], frames: Sequence[Frame]) -> Any:
+    """The body of a message whose header is decoded, with binary values rebuilt from ``frames[1:]``."""
+    body = header.get("b")
+    if header.get("x"):
+        return _Decoder(frames).walk(body)
+    return body
+
+
+def decode(frames: Sequence[Frame], limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], Any]:
+    """Check limits, parse the header and rebuild the body; raises ``ProtocolError`` on a bad message."""
+    if not frames:
+        raise ProtocolError("empty message")
+    check_limits(frames, limits)
+    header = decode_header(frames[0])
+    return header, decode_body(header, frames)
+
+
+class _Decoder:
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: Sequence[Frame]) -> None:
+        self.frames = frames
+
+    def frame(self, index: Any) -> Frame:
+        if type(index) is not int or not 1 <= index < len(self.frames):
+            raise ProtocolError(f"reference to frame {index!r}, but the message has {len(self.frames) - 1} data frames")
+        return self.frames[index]
+
+    def walk(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.walk(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            if _BYTES in value:
+                frame = self.frame(value[_BYTES])
+                return frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
+            if _ARRAY in value:
+                return self.array(value[_ARRAY])
+        out = {}
+        for key, item in value.items():
+            if key.startswith("$"):
+                if not key.startswith("$$"):
+                    raise ProtocolError(f"unexpected key {key!r}")
+                key = key[1:]
+            out[key] = self.walk(item)
+        return out
+
+    def array(self, ref: Any) -> np.ndarray[Any, Any]:
+        if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[1], str) and isinstance(ref[2], list)):
+            raise ProtocolError(f"malformed array reference {ref!r}")
+        index, dtype_text, shape = ref
+        if not _DTYPE.fullmatch(dtype_text):
+            raise ProtocolError(f"dtype {dtype_text!r} cannot travel: only numeric and bool dtypes can")
+        try:
+            dtype = np.dtype(dtype_text)
+            check_dtype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"bad dtype {dtype_text!r}: {exc}") from None
+        if len(shape) > _MAX_DIMS or not all(type(n) is int and n >= 0 for n in shape):
+            raise ProtocolError(f"bad array shape {shape!r}")
+        frame = self.frame(index)
+        buffer: Any = frame.buffer if isinstance(frame, zmq.Frame) else frame
+        expected = dtype.itemsize * math.prod(shape)
+        if len(buffer) != expected:
+            raise ProtocolError(f"array frame has {len(buffer)} bytes, but {dtype_text} {shape} needs {expected}")
+        return np.frombuffer(buffer, dtype=dtype).reshape(shape)
