@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 from generated.camera import AsyncCameraClient, Encoding, GetImageResult
 from generated.cnc import AsyncCncClient
 from generated.controller import ControllerServer, NotReady, ScanSummary
-from runtime import DeviceEvent, ZidlError, list_devices, watch
+from runtime import DeviceRecord, ZidlError, watch
 
 log = logging.getLogger("scan_controller")
 
@@ -41,17 +41,14 @@ class ScanController(ControllerServer):
         self.scan_config: dict[str, Any] = dict(DEFAULT_CONFIG)
         self._cameras: set[str] = set()
         self._watcher = watch(self._on_device, registry=registry)
-        for device in list_devices(registry=registry, interface="Camera"):
-            self._cameras.add(device.name)
-        self._publish_cameras()
 
-    def _on_device(self, event: DeviceEvent) -> None:
-        if event.device.interface != "Camera":
+    def _on_device(self, change: str, device: DeviceRecord) -> None:
+        if device.interface != "Camera":
             return
-        if event.kind == "added":
-            self._cameras.add(event.device.name)
+        if change == "added":
+            self._cameras.add(device.name)
         else:
-            self._cameras.discard(event.device.name)
+            self._cameras.discard(device.name)
         self._publish_cameras()
 
     def _publish_cameras(self) -> None:
