@@ -7,13 +7,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from runtime import ZidlError
+
+from . import device_cli
 from .generate import generate
 from .load import IdlErrors, load_interfaces
-
-
-class UsageError(Exception):
-    """A mistake of the user's, reported as one line with no traceback."""
-
+from .usage import UsageError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("paths", nargs="*", metavar="PATH", help="IDL files or folders (default: idl/)")
     check.set_defaults(run=_check)
+
+    device_cli.register(commands)
     return parser
 
 
@@ -79,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except UsageError as exc:
         print(f"zidl: {exc}", file=sys.stderr)
+        return 1
+    except (ZidlError, ValidationError) as exc:
+        print(f"zidl: {device_cli.describe_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

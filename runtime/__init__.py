@@ -6,6 +6,8 @@ and the tuning knobs (``Heartbeat``, ``Limits``).
 
 from ._async_client import AsyncClient, AsyncProperty, AsyncReadOnlyProperty
 from ._client import Client
+from ._directory import DeviceRecord, Watcher, list_devices, watch
+from ._directory import lookup as lookup_device
 from ._errors import (
     CallTimeout,
     ClientClosed,
@@ -19,6 +21,7 @@ from ._errors import (
 )
 from ._interface import EnumSpec, ErrorSpec, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec, StructSpec
 from ._ndarray import NDArray
+from ._registry import Registry
 from ._server import Server
 from ._signals import AsyncSignal, ServerSignal, Signal
 from ._transport import Heartbeat
@@ -34,6 +37,7 @@ __all__ = [
     "ClientClosed",
     "ConnectionLost",
     "DeviceNotFound",
+    "DeviceRecord",
     "EnumSpec",
     "ErrorSpec",
     "FieldSpec",
@@ -45,6 +49,7 @@ __all__ = [
     "NDArray",
     "PropertySpec",
     "ProtocolError",
+    "Registry",
     "RegistryUnavailable",
     "RemoteError",
     "Server",
@@ -52,5 +57,9 @@ __all__ = [
     "Signal",
     "SignalSpec",
     "StructSpec",
+    "Watcher",
     "ZidlError",
+    "list_devices",
+    "lookup_device",
+    "watch",
 ]
