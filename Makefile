@@ -34,6 +34,7 @@ rig: generate
 	$(BIN)/python examples/demo.py --rig
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:
