@@ -64,6 +64,10 @@ class _Encoder:
         kind = type(value)
         if kind in _SCALARS:
             return value
+        if kind is dict:
+            return {self.key(key): self.walk(item) for key, item in value.items()}
+        if kind is list:
+            return [self.walk(item) for item in value]
         if isinstance(value, enum.Enum):
             return self.walk(value.value)
         if isinstance(value, BaseModel):
@@ -107,6 +111,8 @@ class _Encoder:
 
 
 _NOTHING: Final = object()
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_loads = json.JSONDecoder().decode
 
 
 def encode(header: dict[str, Any], body: Any = _NOTHING) -> list[Any]:
@@ -115,13 +121,13 @@ def encode(header: dict[str, Any], body: Any = _NOTHING) -> list[Any]:
     Raises ``TypeError`` when ``body`` holds a value that cannot travel.
     """
     if body is _NOTHING:
-        return [json.dumps(header, separators=(",", ":")).encode()]
+        return [_dumps(header).encode()]
     encoder = _Encoder()
     header["b"] = encoder.walk(body)
     if encoder.marked:
         header["x"] = 1
     try:
-        head = json.dumps(header, separators=(",", ":")).encode()
+        head = _dumps(header).encode()
     except ValueError as exc:  # circular references
         raise TypeError(str(exc)) from None
     return [head, *encoder.frames]
@@ -135,16 +141,16 @@ def check_limits(frames: Sequence[Frame], limits: Limits) -> None:
     """Raise ``ProtocolError`` when a message has too many frames or bytes."""
     if len(frames) > limits.max_frames:
         raise ProtocolError(f"message has {len(frames)} frames, more than the limit of {limits.max_frames}")
-    total = sum(_size(frame) for frame in frames)
+    total = len(frames[0]) if len(frames) == 1 else sum(_size(frame) for frame in frames)
     if total > limits.max_bytes:
         raise ProtocolError(f"message has {total} bytes, more than the limit of {limits.max_bytes}")
 
 
 def decode_header(frame: Frame) -> dict[str, Any]:
     """Parse and check the header frame (protocol version, request id)."""
-    raw = frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
+    raw = frame if type(frame) is bytes else frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
     try:
-        header = json.loads(raw)
+        header = _loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):
