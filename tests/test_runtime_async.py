@@ -1,0 +1,85 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and used as parameters)
+"""The asyncio client: concurrent awaits on one connection, properties, signals, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fixtures.echo_device import FAST_HEARTBEAT, Echo
+from fixtures.echo_iface import AsyncEchoClient, Mode
+from fixtures.runtime_fixtures import address, echo  # noqa: F401
+from pydantic import ValidationError
+
+from runtime import CallTimeout, ClientClosed, RemoteError
+
+
+def test_two_hundred_concurrent_awaits_on_one_client(address: str) -> None:
+    async def main() -> list[int]:
+        async with AsyncEchoClient.connect(address) as client:
+            return await asyncio.gather(*(client.add(i, i) for i in range(200)))
+
+    assert asyncio.run(main()) == [2 * i for i in range(200)]
+
+
+def test_await_connect_then_close(address: str) -> None:
+    async def main() -> None:
+        client = await AsyncEchoClient.connect(address)
+        assert await client.echo([1, "two"]) == [1, "two"]
+        await client.close()
+        with pytest.raises(ClientClosed):
+            await client.add(1)
+
+    asyncio.run(main())
+
+
+def test_async_properties_and_errors(address: str) -> None:
+    async def main() -> None:
+        async with AsyncEchoClient.connect(address) as client:
+            assert await client.mode.get() is Mode.idle
+            await client.mode.set(Mode.busy)
+            assert await client.mode.get() is Mode.busy
+            assert await client.count.get() == 0
+            assert not hasattr(client.count, "set")
+            with pytest.raises(ValidationError):
+                await client.level.set(42)
+            with pytest.raises(RemoteError):
+                await client.level.set(7)
+
+    asyncio.run(main())
+
+
+def test_async_timeout_then_next_call_works(address: str) -> None:
+    async def main() -> None:
+        async with AsyncEchoClient.connect(address) as client:
+            with pytest.raises(CallTimeout):
+                await client.sleep(0.5, timeout=0.1)
+            assert await client.add(1, 1) == 2
+
+    asyncio.run(main())
+
+
+def test_async_signals_with_plain_and_coroutine_callbacks(address: str, echo: Echo) -> None:
+    async def main() -> None:
+        async with AsyncEchoClient.connect(address, heartbeat=FAST_HEARTBEAT) as client:
+            plain: list[tuple[int, str]] = []
+            awaited: list[tuple[int, str]] = []
+            done = asyncio.Event()
+
+            def on_plain(n: int, label: str) -> None:
+                plain.append((n, label))
+
+            async def on_coroutine(n: int, label: str) -> None:
+                await asyncio.sleep(0)
+                awaited.append((n, label))
+                if len(awaited) == 3:
+                    done.set()
+
+            await client.tick.connect(on_plain)
+            await client.tick.connect(on_coroutine)
+            await client.emit(3)
+            await asyncio.wait_for(done.wait(), 5)
+            assert plain == awaited == [(0, "tick 0"), (1, "tick 1"), (2, "tick 2")]
+            await client.tick.disconnect(on_plain)
+
+    asyncio.run(main())
