@@ -1,0 +1,1 @@
+"""zidl's benchmarks: `python bench/run.py` (see bench/README_section.md)."""

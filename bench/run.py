@@ -1,0 +1,454 @@
+"""zidl against raw pyzmq and the peers, in one run: one table, and the figures in bench/results.json.
+
+    python bench/run.py            # the whole suite, about 5 minutes; writes bench/results.json
+    python bench/run.py --quick    # a reduced suite, under a minute
+    python bench/run.py --quick --json   # the reduced suite as one JSON object, for checks
+
+Servers and clients each run in a process of their own (see ``bench.harness`` for
+how they are pinned); every figure is the median of several repetitions, with
+their spread, beside its baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import clients, peers, servers
+from bench.generated.bench import BenchClient
+from bench.harness import CLIENT_CPU, GLIBC_NO_MMAP, Figure, children, client, pinning, server
+from bench.harness import clients as run_clients
+
+MIB = 1024 * 1024
+IMAGE = 4056 * 3040 * 3
+"""A 4056x3040x3 uint8 image: 36 MiB (35.3 MiB exactly)."""
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    reps: int
+    calls: int
+    depths: list[int]
+    pipelined_calls: int
+    sizes: list[int]
+    volume: int
+    burst: int
+    subscribers: list[int]
+    transports: list[str]
+    extended: bool
+    """Four clients, properties, the peers and the MALLOC_MMAP_MAX_ opt-in."""
+
+
+QUICK = Settings(3, 1000, [32], 3000, [MIB, IMAGE], 100_000_000, 10_000, [1], ["tcp"], extended=False)
+FULL = Settings(
+    5, 3000, [1, 8, 32, 128], 4000, [MIB, 8 * MIB, IMAGE], 200_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
+)
+
+
+@dataclass
+class Row:
+    """One line of the table: a figure per transport beside its baseline's."""
+
+    name: str
+    unit: str
+    baseline: str
+    measured: dict[str, Figure]
+    base: dict[str, Figure] = field(default_factory=dict)
+
+    def ratio(self, transport: str) -> float | None:
+        if transport not in self.measured or transport not in self.base or not self.base[transport].median:
+            return None
+        return self.measured[transport].median / self.base[transport].median
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "baseline": self.baseline,
+            "measured": {t: f.as_dict() for t, f in self.measured.items()},
+            "base": {t: f.as_dict() for t, f in self.base.items()},
+            "ratio": {t: self.ratio(t) for t in self.measured},
+        }
+
+
+PerTransport = dict[str, Any]
+
+
+def figures(results: PerTransport, pick: Callable[[Any], list[float]]) -> dict[str, Figure]:
+    return {transport: Figure.of(pick(result)) for transport, result in results.items()}
+
+
+def key(name: str) -> Callable[[Any], list[float]]:
+    """The values of ``name`` in a list of repetitions."""
+    return lambda reps: [rep[name] for rep in reps]
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Suite:
+    """The benchmarks, each a method returning its rows; servers are started once per transport and shared."""
+
+    def __init__(self, settings: Settings, addresses: dict[str, dict[str, Any]]) -> None:
+        self.s = settings
+        self.addresses = addresses
+        self.rows: list[Row] = []
+        self.summary: dict[str, float] = {}
+
+    def each(self, target: Callable[..., None], server_name: str, *args: Any, count: int = 1) -> PerTransport:
+        """Run ``target`` against ``server_name`` on every transport; with ``count`` > 1, a list of results."""
+        out: PerTransport = {}
+        for transport, addresses in self.addresses.items():
+            results = run_clients(target, addresses[server_name], *args, count=count)
+            out[transport] = results if count > 1 else results[0]
+        return out
+
+    def add(self, row: Row, summary: str | None = None) -> Row:
+        self.rows.append(row)
+        progress(f"{row.name}: " + ", ".join(f"{t} {f.median:,.1f}" for t, f in row.measured.items()))
+        if summary is not None and (ratio := row.ratio("tcp")) is not None:
+            self.summary[summary] = round(ratio, 3)
+        return row
+
+    def small_call(self) -> None:
+        zidl = self.each(clients.zidl_small, "zidl", self.s.reps, self.s.calls)
+        raw = self.each(clients.raw_small, "rep", self.s.reps, self.s.calls)
+        base = "raw REQ/REP send_json"
+        p50 = self.add(
+            Row("small call p50", "µs", base, figures(zidl, key("p50_us")), figures(raw, key("p50_us"))),
+            "small_call_p50_ratio",
+        )
+        self.add(Row("small call p99", "µs", base, figures(zidl, key("p99_us")), figures(raw, key("p99_us"))))
+        rate = self.add(
+            Row("small call, blocking", "calls/s", base, figures(zidl, key("per_s")), figures(raw, key("per_s")))
+        )
+        self.summary["small_call_p50_us"] = round(p50.measured["tcp"].median, 1)
+        self.summary["raw_req_rep_p50_us"] = round(p50.base["tcp"].median, 1)
+        self.summary["small_call_per_s"] = round(rate.measured["tcp"].median)
+
+    def pipelined(self) -> None:
+        args = (self.s.depths, self.s.reps, self.s.pipelined_calls)
+        zidl = self.each(clients.zidl_pipelined, "zidl", *args)
+        raw = self.each(clients.raw_pipelined, "router", *args)
+        for depth in self.s.depths:
+            row = self.add(
+                Row(
+                    f"pipelined, {depth} in flight (async)",
+                    "calls/s",
+                    "raw DEALER/ROUTER, same depth",
+                    figures(zidl, lambda r, d=depth: r[d]),
+                    figures(raw, lambda r, d=depth: r[d]),
+                ),
+                f"pipelined_{depth}_ratio",
+            )
+            if depth == 32 and "small_call_per_s" in self.summary:
+                self.summary["pipelined_32_over_blocking"] = round(
+                    row.measured["tcp"].median / self.summary["small_call_per_s"], 2
+                )
+
+    def four_clients(self) -> None:
+        zidl = self.each(clients.zidl_small, "zidl", self.s.reps, self.s.calls, count=4)
+        raw = self.each(clients.raw_small, "rep", self.s.reps, self.s.calls, count=4)
+
+        def total(results: list[list[dict[str, float]]]) -> list[float]:
+            return [sum(rep["per_s"] for rep in reps) for reps in zip(*results, strict=True)]
+
+        self.add(
+            Row(
+                "four blocking clients at once",
+                "calls/s",
+                "4 raw REQ clients",
+                figures(zidl, total),
+                figures(raw, total),
+            )
+        )
+
+    def properties(self) -> None:
+        zidl = self.each(clients.zidl_property, "zidl", self.s.reps, self.s.calls)
+        raw = self.each(clients.raw_small, "rep", self.s.reps, self.s.calls)
+        for operation in ("get", "set"):
+            self.add(
+                Row(
+                    f"property {operation} p50",
+                    "µs",
+                    "raw REQ/REP send_json",
+                    figures(zidl, lambda r, o=operation: [rep["p50_us"] for rep in r[o]]),
+                    figures(raw, key("p50_us")),
+                )
+            )
+
+    def transfers(self, env: dict[str, str] | None = None, sizes: list[int] | None = None) -> None:
+        """bytes and ndarray MB/s; with ``env``, over servers and clients started with it (tcp only)."""
+        sizes = sizes or self.s.sizes
+        args = (sizes, self.s.reps, self.s.volume)
+        suffix = "".join(f", {name}={value}" for name, value in (env or {}).items())
+        if env is None:
+            zidl_bytes = self.each(clients.zidl_bytes, "zidl", *args)
+            raw_bytes = self.each(clients.raw_bytes, "router", *args)
+            zidl_array = self.each(clients.zidl_array, "zidl", *args)
+            raw_array = self.each(clients.raw_array, "router", *args)
+        else:
+            with (
+                server(servers.zidl_server, "tcp://127.0.0.1:0", env=env) as zidl,
+                server(servers.router_server, "tcp://127.0.0.1:0", env=env) as router,
+            ):
+                zidl_bytes = {"tcp": client(clients.zidl_bytes, zidl, *args, env=env)}
+                raw_bytes = {"tcp": client(clients.raw_bytes, router, *args, env=env)}
+                zidl_array = {"tcp": client(clients.zidl_array, zidl, *args, env=env)}
+                raw_array = {"tcp": client(clients.raw_array, router, *args, env=env)}
+        for size in sizes:
+            label = "36 MiB (4056x3040x3)" if size == IMAGE else f"{size // MIB} MiB"
+            name = "36mib" if size == IMAGE else f"{size // MIB}mib"
+            self.add(
+                Row(
+                    f"bytes {label}{suffix}",
+                    "MB/s",
+                    "raw DEALER/ROUTER multipart, bytes",
+                    figures(zidl_bytes, lambda r, n=size: r[n]),
+                    figures(raw_bytes, lambda r, n=size: r[n]),
+                ),
+                None if env else f"bytes_{name}_ratio",
+            )
+            if size == IMAGE:
+                self.add(
+                    Row(
+                        f"ndarray {label}{suffix}",
+                        "MB/s",
+                        "raw DEALER/ROUTER copy=False + np.frombuffer",
+                        figures(zidl_array, lambda r, n=size: r[n]),
+                        figures(raw_array, lambda r, n=size: r[n]),
+                    ),
+                    None if env else f"ndarray_{name}_ratio",
+                )
+
+    def signals(self) -> None:
+        """Bursts of ``tick`` to 1 (and 10) subscriber processes (tcp): events/s until the last arrives, and losses."""
+        zidl_address = self.addresses["tcp"]["zidl"]
+        publisher, control = self.addresses["tcp"]["publisher"]
+        raw_control = zmq.Context.instance().socket(zmq.REQ)
+        raw_control.connect(control)
+
+        def raw_trigger(count: int) -> None:
+            raw_control.send_json(count)
+            raw_control.recv_json()
+
+        with BenchClient.connect(zidl_address) as driver:
+            for subscribers in self.s.subscribers:
+                zidl = burst(
+                    clients.zidl_subscriber,
+                    zidl_address,
+                    subscribers,
+                    self.s.burst,
+                    self.s.reps,
+                    lambda count: driver.burst(count, timeout=60.0),
+                )
+                raw = burst(clients.raw_subscriber, publisher, subscribers, self.s.burst, self.s.reps, raw_trigger)
+                label = f"{subscribers} subscriber{'s' if subscribers > 1 else ''}"
+                rate = self.add(
+                    Row(
+                        f"signals to {label}",
+                        "events/s",
+                        "raw PUB/SUB",
+                        {"tcp": Figure.of(zidl["rates"])},
+                        {"tcp": Figure.of(raw["rates"])},
+                    )
+                )
+                self.add(
+                    Row(
+                        f"signals lost, {label}",
+                        "events",
+                        "raw PUB/SUB",
+                        {"tcp": Figure.of(zidl["lost"])},
+                        {"tcp": Figure.of(raw["lost"])},
+                    )
+                )
+                if subscribers == 1:
+                    self.summary["signals_per_s"] = round(rate.measured["tcp"].median)
+                self.summary["signals_lost"] = self.summary.get("signals_lost", 0) + int(sum(zidl["lost"]))
+        raw_control.close(linger=0)
+
+    def peers(self, stubs: str) -> None:
+        """The peers' small call and 36 MiB bytes (tcp), against the raw baselines of this run."""
+        small_base = next(row.base for row in self.rows if row.name == "small call p50")
+        rate_base = next(row.base for row in self.rows if row.name == "small call, blocking")
+        bytes_base = next(row.base for row in self.rows if row.name.startswith("bytes 36 MiB"))
+        for peer in peers.available():
+            progress(f"{peer}...")
+            with server(peers.SERVERS[peer], stubs) as address:
+                small = client(peers.peer_small, peer, address, stubs, self.s.reps, self.s.calls // 3)
+                fetched = client(peers.peer_bytes, peer, address, stubs, [IMAGE], self.s.reps, self.s.volume)
+            self.add(
+                Row(
+                    f"{peer}: small call p50",
+                    "µs",
+                    "raw REQ/REP send_json",
+                    {"tcp": Figure.of(key("p50_us")(small))},
+                    {"tcp": small_base["tcp"]},
+                )
+            )
+            self.add(
+                Row(
+                    f"{peer}: small call",
+                    "calls/s",
+                    "raw REQ/REP send_json",
+                    {"tcp": Figure.of(key("per_s")(small))},
+                    {"tcp": rate_base["tcp"]},
+                )
+            )
+            self.add(
+                Row(
+                    f"{peer}: bytes 36 MiB",
+                    "MB/s",
+                    "raw DEALER/ROUTER multipart, bytes",
+                    {"tcp": Figure.of(fetched[IMAGE])},
+                    {"tcp": bytes_base["tcp"]},
+                )
+            )
+
+
+def burst(
+    subscriber: Callable[..., None], address: str, count: int, events: int, reps: int, trigger: Callable[[int], None]
+) -> dict[str, list[float]]:
+    """Per repetition, events/s until the last subscriber has the last event, and how many events were lost."""
+    out: dict[str, list[float]] = {"rates": [], "lost": []}
+    with children(subscriber, (address,), count=count, cpu=CLIENT_CPU) as subscribers:
+        for child in subscribers:
+            child.receive()
+        for _ in range(reps):
+            for child in subscribers:
+                child.link.send(events)
+            for child in subscribers:
+                child.receive()
+            start = time.monotonic()
+            trigger(events)
+            results = [child.receive(timeout=120.0) for child in subscribers]
+            last = max(when for _received, when in results)
+            out["rates"].append(events / (last - start) if last > start else 0.0)
+            out["lost"].append(float(sum(events - received for received, _when in results)))
+    return out
+
+
+@contextlib.contextmanager
+def servers_for(transports: list[str]) -> Iterator[dict[str, dict[str, Any]]]:
+    """zidl, REP, ROUTER (and on tcp the PUB) servers per transport, for the whole run."""
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="zidl-bench-"))
+        addresses: dict[str, dict[str, Any]] = {}
+        for transport in transports:
+
+            def where(name: str, t: str = transport) -> str:
+                return "tcp://127.0.0.1:0" if t == "tcp" else f"ipc://{folder}/{name}"
+
+            addresses[transport] = {
+                "zidl": stack.enter_context(server(servers.zidl_server, where("zidl"))),
+                "rep": stack.enter_context(server(servers.rep_server, where("rep"))),
+                "router": stack.enter_context(server(servers.router_server, where("router"))),
+            }
+        addresses["tcp"]["publisher"] = stack.enter_context(server(servers.publisher_server, "tcp://127.0.0.1:0"))
+        yield addresses
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "pyzmq": zmq.pyzmq_version(),
+        "libzmq": zmq.zmq_version(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "pinning": pinning(),
+    }
+
+
+def cell(figure: Figure | None) -> str:
+    if figure is None:
+        return ""
+    digits = 0 if figure.median >= 100 else 1
+    return f"{figure.median:,.{digits}f} ±{figure.spread * 50:.0f}%"
+
+
+def table(rows: list[Row], transports: list[str]) -> str:
+    head = ["benchmark", "unit", "baseline"]
+    for transport in transports:
+        head += [f"{transport}: measured", f"{transport}: baseline", f"{transport}: ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.name, row.unit, row.baseline]
+        for transport in transports:
+            ratio = row.ratio(transport)
+            usable = ratio is not None and row.unit != "events"
+            cells += [
+                cell(row.measured.get(transport)),
+                cell(row.base.get(transport)),
+                f"{ratio:.2f}x" if usable else "",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a reduced suite that runs in under a minute")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of the table")
+    options = parser.parse_args()
+    settings = QUICK if options.quick else FULL
+    os.sched_setaffinity(0, {CLIENT_CPU})  # the parent drives the signal bursts as a client
+    started = time.monotonic()
+    with servers_for(settings.transports) as addresses:
+        suite = Suite(settings, addresses)
+        suite.small_call()
+        suite.pipelined()
+        suite.transfers()
+        suite.signals()
+        if settings.extended:
+            suite.four_clients()
+            suite.properties()
+            suite.transfers(env=GLIBC_NO_MMAP, sizes=[IMAGE])
+            with peers.grpc_stubs() as stubs:
+                suite.peers(stubs)
+    progress(f"done in {time.monotonic() - started:.0f} s")
+    about = machine()
+    if not options.quick:
+        results = {"machine": about, "summary": suite.summary, "rows": [row.as_dict() for row in suite.rows]}
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    if options.json:
+        print(json.dumps(suite.summary))
+        return
+    print(
+        f"\n{about['cpu']}, {about['cores']} cores, {about['system']}, Python {about['python']}, "
+        f"pyzmq {about['pyzmq']}, libzmq {about['libzmq']}, {about['date']}"
+    )
+    print(f"Placement: {about['pinning']}. Medians of {settings.reps} repetitions; ± is half their range.\n")
+    print(table(suite.rows, settings.transports))
+    print("\n" + json.dumps(suite.summary))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
