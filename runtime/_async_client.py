@@ -147,10 +147,32 @@ class AsyncClient:
 
     @classmethod
     def lookup(
-        cls, name: str, *, registry: str | None = None, timeout: float | None = DEFAULT_TIMEOUT
+        cls,
+        name: str,
+        *,
+        registry: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> Connecting[Self]:
-        """A client for the device registered as ``name`` (provided by the registry module)."""
-        raise NotImplementedError("looking a device up by name needs runtime.Registry")
+        """A client for the device registered as ``name`` (``registry=``, ``$ZIDL_REGISTRY`` or the default).
+
+        Raises ``DeviceNotFound`` or ``RegistryUnavailable``.
+        """
+
+        async def connect() -> Self:
+            from ._directory import lookup_async
+
+            record = await lookup_async(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT)
+            client = cls(record.address, timeout=timeout, heartbeat=heartbeat, limits=limits)
+            try:
+                await client._handshake()
+            except BaseException:
+                await client.close()
+                raise
+            return client
+
+        return Connecting(connect)
 
     @property
     def address(self) -> str:

@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 
@@ -82,6 +83,10 @@ def read_hello(reply: Any, mine: Interface | None, address: str) -> tuple[Interf
     return theirs, substitute_host(signals, address)
 
 
+class _Moved(Exception):
+    """The device was found at a new address before the request could be sent."""
+
+
 class _Connection:
     """One thread's DEALER socket to the server and its monitor; only that thread uses them."""
 
@@ -141,7 +146,7 @@ class Client:
         self._connections: dict[threading.Thread, _Connection] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._generation = 0
+        self._resolve: Callable[[], str] | None = None
         self._closed = False
         if self._tables is not None:
             self._make_signals(self._tables.interface)
@@ -172,9 +177,32 @@ class Client:
         return client
 
     @classmethod
-    def lookup(cls, name: str, *, registry: str | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Self:
-        """A client for the device registered as ``name`` (provided by the registry module)."""
-        raise NotImplementedError("looking a device up by name needs runtime.Registry")
+    def lookup(
+        cls,
+        name: str,
+        *,
+        registry: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> Self:
+        """A client for the device registered as ``name`` in the registry (``registry=``, ``$ZIDL_REGISTRY``
+        or ``tcp://127.0.0.1:5555``). It follows the device: when the device cannot be reached within
+        ``timeout``, the client asks the registry again and moves to the new address.
+        Raises ``DeviceNotFound`` or ``RegistryUnavailable``."""
+        from ._directory import lookup
+
+        def resolve() -> str:
+            return lookup(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT).address
+
+        client = cls(resolve(), timeout=timeout, heartbeat=heartbeat, limits=limits)
+        client._resolve = resolve
+        try:
+            client._handshake()
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     @property
     def address(self) -> str:
@@ -293,9 +321,28 @@ class Client:
 
     def _retarget(self, address: str) -> None:
         """Point the client at a new address (a device found again by name); each thread reconnects on next use."""
+        logger.info("%s moved to %s", self._what(), address)
         with self._lock:
             self._address = address
-            self._generation += 1
+            hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.close()  # subscriptions are not carried over to the new address
+        if self._server_interface is not None:
+            self._handshake()
+
+    def _moved(self, connection: _Connection) -> bool:
+        """Ask the registry where the device is now; True when it has moved (and the client with it)."""
+        if self._resolve is None:
+            return False
+        try:
+            address = self._resolve()
+        except ZidlError as exc:
+            logger.info("%s: could not look the device up again: %s", self._what(), exc)
+            return False
+        if address == connection.address:
+            return False
+        self._retarget(address)
+        return True
 
     def _connection(self) -> _Connection:
         connection: _Connection | None = getattr(self._local, "connection", None)
@@ -315,15 +362,18 @@ class Client:
         return connection
 
     def _request(self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False) -> Any:
-        connection = self._connection()
-        where = f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
-        with connection.busy:
-            try:
-                with zmq_errors(where):
-                    return self._exchange(connection, kind, name, body, timeout, oneway, where)
-            finally:
-                if connection.closed:
-                    connection.close_sockets()
+        while True:
+            connection = self._connection()
+            where = f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
+            with connection.busy:
+                try:
+                    with zmq_errors(where):
+                        return self._exchange(connection, kind, name, body, timeout, oneway, where)
+                except _Moved:
+                    continue  # not sent: send it to where the device is now
+                finally:
+                    if connection.closed:
+                        connection.close_sockets()
 
     def _exchange(
         self,
@@ -342,7 +392,7 @@ class Client:
         frames = encode(header, body)
         deadline = None if timeout is None else time.monotonic() + timeout
         connection.monitor.drain()  # forget what happened between calls
-        self._send(connection, frames, deadline, timeout, where)
+        self._send(connection, frames, deadline, timeout, where, follow=kind != "hello")
         if oneway:
             return None
         while True:
@@ -367,8 +417,16 @@ class Client:
                 raise ClientClosed(f"{where}: the client was closed during the call")
 
     def _send(
-        self, connection: _Connection, frames: list[Any], deadline: float | None, timeout: float | None, where: str
+        self,
+        connection: _Connection,
+        frames: list[Any],
+        deadline: float | None,
+        timeout: float | None,
+        where: str,
+        *,
+        follow: bool = True,
     ) -> None:
+        ask_again = time.monotonic() + (self._timeout if self._timeout is not None else DEFAULT_TIMEOUT)
         while True:
             try:
                 send_frames(connection.socket, frames, zmq.NOBLOCK)
@@ -381,3 +439,7 @@ class Client:
             connection.socket.poll(int(wait * 1000) + 1, zmq.POLLOUT)
             if connection.closed:
                 raise ClientClosed(f"{where}: the client was closed during the call")
+            if follow and self._resolve is not None and time.monotonic() > ask_again:
+                if self._moved(connection):
+                    raise _Moved
+                ask_again = time.monotonic() + (self._timeout if self._timeout is not None else DEFAULT_TIMEOUT)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
+import os
 import queue
 import signal as signals
 import threading
@@ -25,7 +26,7 @@ import traceback as tb
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import zmq
@@ -48,6 +49,9 @@ from ._transport import (
 )
 from ._validation import Tables, tables
 from ._wire import DEFAULT_LIMITS, PROTOCOL, Limits, check_limits, decode_body, decode_header, encode
+
+if TYPE_CHECKING:
+    from ._registration import Registration
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +149,13 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        """Serve on ``address`` until ``stop()``, SIGINT or SIGTERM; register as ``name`` if a registry is given."""
-        engine = self._zidl_start(address, heartbeat, limits)
+        """Serve on ``address`` until ``stop()``, SIGINT or SIGTERM.
+
+        With ``name`` (or ``registry``) the device registers with the registry at
+        ``registry`` (default: ``$ZIDL_REGISTRY``, else ``tcp://127.0.0.1:5555``) under
+        ``name`` (default: the interface name in lower case) and stays registered.
+        """
+        engine = self._zidl_start(address, heartbeat, limits, self._zidl_registration(registry, name))
         previous: dict[signals.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
 
@@ -158,8 +167,7 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
                 previous[number] = signals.signal(number, on_signal)
         try:
             logger.info("%s serving on %s", self._zidl_table().interface.name, engine.address)
-            with _registration(self, engine.address, registry, name):
-                engine.wait()
+            engine.wait()
         finally:
             for number, handler in previous.items():
                 signals.signal(number, handler)
@@ -167,14 +175,33 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
 
     @contextlib.contextmanager
     def running(
-        self, address: str, *, heartbeat: Heartbeat = DEFAULT_HEARTBEAT, limits: Limits = DEFAULT_LIMITS
+        self,
+        address: str,
+        *,
+        registry: str | None = None,
+        name: str | None = None,
+        heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> Iterator[str]:
-        """Serve in background threads for the duration of the block; yields a connectable address."""
-        engine = self._zidl_start(address, heartbeat, limits)
+        """Serve in background threads for the duration of the block; yields a connectable address.
+
+        ``registry`` and ``name`` register the device as ``serve()`` does.
+        """
+        engine = self._zidl_start(address, heartbeat, limits, self._zidl_registration(registry, name))
         try:
             yield connectable(engine.address)
         finally:
             self._zidl_stop_engine(engine)
+
+    def _zidl_registration(self, registry: str | None, name: str | None) -> tuple[str, str] | None:
+        if registry is None and name is None:
+            return None
+        from ._registry import DEFAULT_REGISTRY
+
+        return (
+            registry or os.environ.get("ZIDL_REGISTRY") or DEFAULT_REGISTRY,
+            name or self._zidl_table().interface.name.lower(),
+        )
 
     def stop(self) -> None:
         """Stop serving (from any thread); ``serve()`` returns."""
@@ -188,12 +215,16 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         engine: _Engine | None = self.__dict__.get("_zidl_engine")
         return engine.address if engine is not None else None
 
-    def _zidl_start(self, address: str, heartbeat: Heartbeat, limits: Limits) -> _Engine:
+    def _zidl_start(
+        self, address: str, heartbeat: Heartbeat, limits: Limits, register: tuple[str, str] | None = None
+    ) -> _Engine:
         self._zidl_setup()
         with self.__dict__["_zidl_lock"]:
             if self.__dict__["_zidl_engine"] is not None:
                 raise ZidlError(f"{type(self).__name__} is already serving on {self.address}")
             engine = _Engine(self, address, heartbeat, limits)
+            if register is not None:
+                engine.register(*register)
             self.__dict__["_zidl_engine"] = engine
         engine.start()
         return engine
@@ -203,17 +234,6 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         with self.__dict__["_zidl_lock"]:
             if self.__dict__["_zidl_engine"] is engine:
                 self.__dict__["_zidl_engine"] = None
-
-
-@contextlib.contextmanager
-def _registration(server: Server, address: str, registry: str | None, name: str | None) -> Iterator[None]:
-    """Hook for the registry: keep ``server`` registered as ``name`` while the block runs.
-
-    The registry module replaces this (``runtime._server._registration``) or fills it in.
-    """
-    if registry is not None or name is not None:
-        logger.warning("registry support is not available yet; %s is served without registering", name)
-    yield
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -251,8 +271,17 @@ class _Engine:
         self.publish_lock = threading.Lock()
         self.stopping = threading.Event()
         self.stopped = threading.Event()
+        self.registration: Registration | None = None
         self.io = threading.Thread(target=self._io, name="zidl-io", daemon=True)
         self.worker = threading.Thread(target=self._work, name="zidl-worker", daemon=True)
+
+    def register(self, registry: str, name: str) -> None:
+        """Keep the device registered as ``name`` while serving (driven by the I/O thread)."""
+        from ._registration import Registration
+
+        self.registration = Registration(
+            registry, name, self.interface.name, self.interface.version, self.interface.hash, self.address
+        )
 
     def start(self) -> None:
         self.worker.start()
@@ -283,10 +312,16 @@ class _Engine:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(self.waker.fileno(), zmq.POLLIN)
+        registration = self.registration
+        if registration is not None:
+            poller.register(registration.socket, zmq.POLLIN)
         try:
             while not self.stopping.is_set():
-                ready = dict(poller.poll())
+                wait = None if registration is None else int(min(registration.tick(), 3600.0) * 1000) + 1
+                ready = dict(poller.poll(wait))
                 try:
+                    if registration is not None and registration.socket in ready:
+                        registration.handle_readable()
                     if self.waker.fileno() in ready:
                         self.waker.drain()
                     if self.router in ready:
@@ -302,6 +337,8 @@ class _Engine:
             logger.exception("the I/O thread of %s failed", self.interface.name)
         finally:
             self.stopping.set()
+            if registration is not None:
+                registration.close()
             self.router.close(linger=0)
             self.xpub.close(linger=0)
             self.stopped.set()
