@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MISSING: Any = object()
+_REGISTER_WAIT = 2.0
+"""Seconds ``running()`` waits for the registry to accept the device before going on without it."""
 
 
 def _differs(old: Any, new: Any) -> bool:
@@ -189,6 +191,8 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         """
         engine = self._zidl_start(address, heartbeat, limits, self._zidl_registration(registry, name))
         try:
+            if engine.registration is not None and not engine.registered.wait(_REGISTER_WAIT):
+                logger.warning("not registered with %s yet; serving on and retrying", engine.registration.registry_url)
             yield connectable(engine.address)
         finally:
             self._zidl_stop_engine(engine)
@@ -272,6 +276,7 @@ class _Engine:
         self.stopping = threading.Event()
         self.stopped = threading.Event()
         self.registration: Registration | None = None
+        self.registered = threading.Event()
         self.io = threading.Thread(target=self._io, name="zidl-io", daemon=True)
         self.worker = threading.Thread(target=self._work, name="zidl-worker", daemon=True)
 
@@ -280,7 +285,13 @@ class _Engine:
         from ._registration import Registration
 
         self.registration = Registration(
-            registry, name, self.interface.name, self.interface.version, self.interface.hash, self.address
+            registry,
+            name,
+            self.interface.name,
+            self.interface.version,
+            self.interface.hash,
+            self.address,
+            on_accepted=lambda accepted: self.registered.set(),
         )
 
     def start(self) -> None:

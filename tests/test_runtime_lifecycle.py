@@ -146,7 +146,12 @@ def _variant(**changes: object) -> type[Client]:
 
 
 def test_interface_mismatch_lists_differences_with_both_sides(address: str) -> None:
-    methods = (*tuple(dataclasses.replace(m, args=(FieldSpec("a", "str"),)) if m.name == "add" else m for m in INTERFACE.methods), MethodSpec("teleport"))
+    methods = (
+        *tuple(
+            dataclasses.replace(m, args=(FieldSpec("a", "str"),)) if m.name == "add" else m for m in INTERFACE.methods
+        ),
+        MethodSpec("teleport"),
+    )
     with pytest.raises(InterfaceMismatch) as caught:
         _variant(version=2, methods=methods).connect(address)
     message = str(caught.value)
