@@ -127,6 +127,7 @@ def report(summary: ScanSummary) -> None:
     print(f"  bytes      {summary.total_bytes:,} ({megabytes:.1f} MB)")
     print(f"  seconds    {summary.seconds:.2f}")
     print(f"  MB/s       {megabytes / summary.seconds:.1f}")
+    print("  spent      " + ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in summary.phases.items()))
     for camera, count in sorted(summary.per_camera.items()):
         print(f"  {camera:<10} {count} images")
     if summary.failed_cameras:

@@ -106,6 +106,7 @@ class ScanController(ControllerServer):
         per_camera: dict[str, int] = {}
         failed: list[str] = []
         total_bytes = 0
+        phases = {"move": 0.0, "capture": 0.0, "write": 0.0}
         stage = await AsyncCncClient.lookup(self.stage, registry=self.registry)
         cameras: dict[str, AsyncCameraClient] = {}
         for name in self.camera_names:
@@ -121,10 +122,15 @@ class ScanController(ControllerServer):
             for index in range(positions):
                 angle = 2 * math.pi * index / positions
                 x, y = config["radius"] * math.cos(angle), config["radius"] * math.sin(angle)
+                mark = time.monotonic()
                 await stage.moveto(x, y, config["z"])
+                moved = time.monotonic()
                 shots = await asyncio.gather(
                     *(camera.get_image() for camera in cameras.values()), return_exceptions=True
                 )
+                captured = time.monotonic()
+                phases["move"] += moved - mark
+                phases["capture"] += captured - moved
                 for (name, camera), shot in zip(list(cameras.items()), shots, strict=True):
                     if isinstance(shot, BaseException):
                         log.warning("camera %s failed at position %d and is left out: %s", name, index, shot)
@@ -134,6 +140,7 @@ class ScanController(ControllerServer):
                         continue
                     total_bytes += self._write(images, index, name, shot, (x, y, config["z"]))
                     per_camera[name] += 1
+                phases["write"] += time.monotonic() - captured
                 self.progress = index + 1
         finally:
             for camera in cameras.values():
@@ -146,6 +153,7 @@ class ScanController(ControllerServer):
             dataset=str(folder),
             per_camera=per_camera,
             failed_cameras=failed,
+            phases=phases,
         )
 
     def _write(

@@ -52,6 +52,8 @@ class ScanSummary(BaseModel):
     """Images written by each camera."""
     failed_cameras: list[str]
     """Cameras that failed during the scan."""
+    phases: dict[str, float] = {}
+    """Seconds spent moving the stage, capturing and writing."""
 
 
 class NotReady(RemoteError):
@@ -77,6 +79,12 @@ INTERFACE = Interface(
                 FieldSpec("dataset", "str", doc="The folder the dataset was written to."),
                 FieldSpec("per_camera", "dict[str, int]", doc="Images written by each camera."),
                 FieldSpec("failed_cameras", "list[str]", doc="Cameras that failed during the scan."),
+                FieldSpec(
+                    "phases",
+                    "dict[str, float]",
+                    default={},
+                    doc="Seconds spent moving the stage, capturing and writing.",
+                ),
             ),
             doc="What a scan produced.",
         ),
