@@ -33,6 +33,7 @@ RESERVED_MEMBER_NAMES: Final = frozenset(
         "running",
         "serve",
         "set",
+        "signal",
         "start",
         "stop",
         "subscribe",

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,28 +38,28 @@ def free_port() -> int:
 class Rig:
     """The rig's processes: started together, stopped together."""
 
-    def __init__(self, registry: str, *, lag_ms: float = 0.0, quiet: bool = True) -> None:
+    def __init__(self, registry: str, *, camera_options: Sequence[str] = (), quiet: bool = True) -> None:
         self.registry = registry
-        self.lag_ms = lag_ms
+        self.camera_options = list(camera_options)
         self.quiet = quiet
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _start(self, *command: str) -> None:
+    def _start(self, name: str, *command: str) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", "ZIDL_REGISTRY": self.registry}
         output = subprocess.DEVNULL if self.quiet else None
-        self.processes.append(subprocess.Popen([sys.executable, *command], env=env, stdout=output, stderr=output))
+        self.processes[name] = subprocess.Popen([sys.executable, *command], env=env, stdout=output, stderr=output)
 
     def start(self) -> None:
-        self._start("-m", "codegen.cli", "registry", "--bind", self.registry)
-        self._start(str(HERE / "dummy_cnc.py"), "--name", "stage")
+        self._start("registry", "-m", "codegen.cli", "registry", "--bind", self.registry)
+        self._start("stage", str(HERE / "dummy_cnc.py"), "--name", "stage")
         for name in ("cam1", "cam2"):
-            self._start(str(HERE / "dummy_camera.py"), "--name", name, "--lag", str(self.lag_ms))
-        self._start(str(HERE / "scan_controller.py"), "--name", "controller")
+            self._start(name, str(HERE / "dummy_camera.py"), "--name", name, *self.camera_options)
+        self._start("controller", str(HERE / "scan_controller.py"), "--name", "controller")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for process in self.processes:
+            for process in self.processes.values():
                 if process.poll() is not None:
                     raise RuntimeError(f"{' '.join(map(str, process.args))} exited with status {process.returncode}")
             try:
@@ -72,10 +72,10 @@ class Rig:
         raise RuntimeError(f"the rig did not come up within {timeout:.0f} s")
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
+        for process in reversed(self.processes.values()):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes:
+        for process in self.processes.values():
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -84,8 +84,8 @@ class Rig:
 
 
 @contextmanager
-def running_rig(registry: str, *, lag_ms: float = 0.0, quiet: bool = True) -> Iterator[Rig]:
-    rig = Rig(registry, lag_ms=lag_ms, quiet=quiet)
+def running_rig(registry: str, *, camera_options: Sequence[str] = (), quiet: bool = True) -> Iterator[Rig]:
+    rig = Rig(registry, camera_options=camera_options, quiet=quiet)
     try:
         rig.start()
         rig.wait_ready()
@@ -99,12 +99,15 @@ def progress_bar(done: int, total: int, width: int = 40) -> str:
     return f"\r  scanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
-def scan(registry: str, output: Path, positions: int) -> ScanSummary:
+def scan(registry: str, output: Path, positions: int, dataset: str | None = None) -> ScanSummary:
+    """Run one scan through the controller, drawing a progress bar from its signals."""
     with ControllerClient.lookup("controller", registry=registry) as controller:
-        while len(controller.camera_names) < 2:
-            time.sleep(0.1)
+        cameras_seen = threading.Event()
+        controller.cameraNamesChanged.connect(lambda names: cameras_seen.set() if len(names) >= 2 else None)
+        if len(controller.camera_names) < 2 and not cameras_seen.wait(timeout=10.0):
+            raise RuntimeError(f"the controller sees only {controller.camera_names} after 10 s")
         controller.set_db_url(str(output.resolve()))
-        controller.set_dataset_name(time.strftime("scan-%Y%m%d-%H%M%S"))
+        controller.set_dataset_name(dataset or time.strftime("scan-%Y%m%d-%H%M%S"))
         controller.set_config({"positions": positions})
         finished = threading.Event()
 

@@ -189,8 +189,8 @@ class Registry:
     """Maps unique device names to addresses; run it with ``serve()`` or ``running()``.
 
     ``bind`` is the request endpoint, ``events_bind`` the PUB endpoint (by default
-    the same host and the next port, 5555 -> 5556, or a free port when ``bind``
-    asks for port 0; ``info`` tells clients where). ``ttl`` and
+    a free port on the same host, so two registries never fight over it; ``info``
+    tells clients where). ``ttl`` and
     ``heartbeat`` are the lease given to a device that does not ask for its own;
     ``probe_timeout`` bounds how long a name's holder has to answer its ping.
     """
@@ -327,12 +327,10 @@ class Registry:
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
 
     def _default_events_bind(self, endpoint: str) -> str:
-        """The next port when the request port was given (5555 -> 5556), else a free one."""
+        """A free port on the request endpoint's host (ipc and inproc: the endpoint + ".events")."""
         parts = _split_tcp(endpoint)
         if parts is not None:
-            asked = _split_tcp(self.bind)
-            fixed = asked is not None and asked[1] not in ("0", "*")
-            return f"tcp://{parts[0]}:{int(parts[1]) + 1 if fixed else 0}"
+            return f"tcp://{parts[0]}:0"
         return endpoint + ".events"
 
     def _close(self) -> None:

@@ -1,0 +1,86 @@
+"""The camera rig end to end: registry, two cameras, a stage and the controller, each its own process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import simplejpeg
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+from demo import Rig, free_port, running_rig, scan  # noqa: E402
+
+from generated.controller import ControllerClient, ScanSummary  # noqa: E402
+
+WIDTH, HEIGHT = 320, 240
+METADATA_KEYS = {"position", "camera", "resolution", "encoding", "rotation", "config", "time"}
+
+
+@pytest.fixture
+def registry() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def small_rig(registry: str) -> Iterator[Rig]:
+    with running_rig(registry, camera_options=["--resolution", f"{WIDTH}x{HEIGHT}", "--lag", "100"]) as rig:
+        yield rig
+
+
+@pytest.mark.slow
+def test_scan_writes_every_image_with_its_metadata(small_rig: Rig, tmp_path: Path) -> None:
+    summary = scan(small_rig.registry, tmp_path, positions=4, dataset="plant")
+
+    assert summary.images == 8
+    assert summary.per_camera == {"cam1": 4, "cam2": 4}
+    assert summary.failed_cameras == []
+    images = sorted((tmp_path / "plant" / "images").glob("*.jpg"))
+    assert [path.name for path in images] == [
+        f"{index:03d}_{camera}.jpg" for index in range(4) for camera in ("cam1", "cam2")
+    ]
+    assert summary.total_bytes == sum(path.stat().st_size for path in images)
+    for path in images:
+        assert simplejpeg.decode_jpeg(path.read_bytes()).shape == (HEIGHT, WIDTH, 3)
+        metadata = json.loads(path.with_suffix(".json").read_text())
+        assert set(metadata) >= METADATA_KEYS
+        assert metadata["resolution"] == [WIDTH, HEIGHT]
+        assert metadata["camera"] == path.stem.split("_")[1]
+        assert metadata["position"]["index"] == int(path.stem.split("_")[0])
+        assert metadata["config"]["positions"] == 4
+    first, second = (
+        simplejpeg.decode_jpeg((tmp_path / "plant" / "images" / f"00{i}_cam1.jpg").read_bytes()) for i in (0, 1)
+    )
+    assert (first != second).any(), "the view should turn with the stage"
+
+
+@pytest.mark.slow
+def test_scan_goes_on_without_a_camera_killed_mid_scan(small_rig: Rig, tmp_path: Path) -> None:
+    positions = 6
+    halfway = threading.Event()
+    outcome: list[ScanSummary] = []
+
+    with ControllerClient.lookup("controller", registry=small_rig.registry) as controller:
+        controller.progressChanged.connect(lambda done: halfway.set() if done >= 2 else None)
+        worker = threading.Thread(
+            target=lambda: outcome.append(scan(small_rig.registry, tmp_path, positions=positions, dataset="killed"))
+        )
+        worker.start()
+        assert halfway.wait(timeout=30.0)
+        small_rig.processes["cam2"].send_signal(signal.SIGKILL)
+        worker.join(timeout=60.0)
+
+    assert not worker.is_alive()
+    (summary,) = outcome
+    assert summary.failed_cameras == ["cam2"]
+    assert summary.per_camera["cam1"] == positions
+    assert 2 <= summary.per_camera["cam2"] < positions
+    assert summary.images == positions + summary.per_camera["cam2"]
+    written = list((tmp_path / "killed" / "images").glob("*.jpg"))
+    assert len(written) == summary.images
