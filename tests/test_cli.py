@@ -1,0 +1,180 @@
+"""The `zidl` command line against a live registry and devices, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codegen.load import load_interfaces
+from generated.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
+from generated.cnc import CncServer, Position
+from runtime import NDArray, Registry
+
+ZIDL = str(Path(sys.executable).parent / "zidl")
+
+
+class TinyCamera(CameraServer):
+    def get_image(self, lores: bool = False) -> GetImageResult:
+        return GetImageResult(
+            image=b"\xff\xd8fake-jpeg", info=ImageInfo(encoding=Encoding.jpeg, rotation=0, shape=(2, 3, 3))
+        )
+
+    def capture_array(self) -> NDArray:
+        return np.zeros((2, 3, 3), dtype=np.uint8)
+
+
+class TinyStage(CncServer):
+    def home(self) -> None:
+        pass
+
+    def get_position(self) -> Position:
+        return Position(x=0.0, y=0.0, z=0.0)
+
+    def moveto(self, x: float, y: float, z: float = 0.0) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[str]:
+    """A registry with a camera `cam` and a stage `stage` registered; yields the registry address."""
+    with (
+        Registry("tcp://127.0.0.1:0").running() as registry,
+        TinyCamera().running("tcp://127.0.0.1:0", registry=registry, name="cam"),
+        TinyStage().running("tcp://127.0.0.1:0", registry=registry, name="stage"),
+    ):
+        yield registry
+
+
+def zidl(*args: str, registry: str | None = None, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ZIDL_REGISTRY": registry} if registry else dict(os.environ)
+    return subprocess.run([ZIDL, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def test_ls_lists_the_registered_devices(rig: str) -> None:
+    listed = zidl("ls", "--json", registry=rig)
+    assert listed.returncode == 0, listed.stderr
+    devices = {device["name"]: device for device in json.loads(listed.stdout)}
+    assert set(devices) == {"cam", "stage"}
+    assert devices["cam"]["interface"] == "Camera"
+    assert devices["cam"]["version"] == 1
+    assert devices["cam"]["address"].startswith("tcp://127.0.0.1:")
+    table = zidl("ls", "--registry", rig)
+    assert table.returncode == 0
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:4] == ["NAME", "INTERFACE", "VERSION", "ADDRESS"]
+    assert sorted(row.split()[0] for row in rows) == ["cam", "stage"]
+
+
+def test_describe_prints_an_idl_file_that_checks(rig: str, tmp_path: Path) -> None:
+    described = zidl("describe", "cam", registry=rig)
+    assert described.returncode == 0, described.stderr
+    path = tmp_path / "camera.yaml"
+    path.write_text(described.stdout)
+    (loaded,) = load_interfaces([path])
+    assert loaded.interface.hash == INTERFACE.hash
+
+
+def test_call_get_and_set_by_name_and_by_address(rig: str, tmp_path: Path) -> None:
+    output = tmp_path / "image.jpg"
+    called = zidl("call", "cam", "get_image", "lores=true", "-o", str(output), "--json", registry=rig)
+    assert called.returncode == 0, called.stderr
+    result = json.loads(called.stdout)
+    assert result["info"] == {"encoding": "jpeg", "rotation": 0, "shape": [2, 3, 3]}
+    assert output.read_bytes() == b"\xff\xd8fake-jpeg"
+
+    array = zidl("call", "cam", "capture_array", registry=rig)
+    assert array.stdout.strip() == "<ndarray dtype=uint8 shape=(2, 3, 3)>"
+
+    assert zidl("set", "cam", "mode", "video", registry=rig).returncode == 0
+    assert zidl("get", "cam", "mode", registry=rig).stdout.strip() == "video"
+    assert zidl("set", "cam", "config", '{"gain": 2}', registry=rig).returncode == 0
+    assert json.loads(zidl("get", "cam", "config", "--json", registry=rig).stdout) == {"gain": 2.0}
+
+    address = json.loads(zidl("ls", "--json", registry=rig).stdout)
+    stage = next(device["address"] for device in address if device["name"] == "stage")
+    moved = zidl("call", stage, "moveto", "x=1.5", "y=2")
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(zidl("call", stage, "get_position", "--json").stdout) == {"x": 0.0, "y": 0.0, "z": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("get", "nosuchdevice", "mode"), "nosuchdevice"),
+        (("call", "cam", "take_picture"), "take_picture"),
+        (("get", "cam", "shutter"), "shutter"),
+        (("set", "cam", "rotation", "90"), "rotation"),
+        (("call", "stage", "moveto", "x=abc", "y=1"), "x"),
+        (("call", "stage", "moveto", "x=500", "y=1"), "x"),
+        (("call", "cam", "get_image", "lores"), "ARG=VALUE"),
+    ],
+)
+def test_mistakes_are_one_line_and_a_failure_status(rig: str, args: tuple[str, ...], expected: str) -> None:
+    result = zidl(*args, registry=rig)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("zidl: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_registry_fails_quickly() -> None:
+    result = zidl("ls", "--registry", "tcp://127.0.0.1:9", timeout=15.0)
+    assert result.returncode == 1
+    assert "registry" in result.stderr.lower()
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stream = process.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    return lines
+
+
+def test_watch_prints_signals_as_they_come(rig: str) -> None:
+    watcher = subprocess.Popen(
+        [ZIDL, "watch", "cam", "modeChanged", "--registry", rig],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stderr is not None
+        assert "watching modeChanged" in watcher.stderr.readline()
+        lines = _lines(watcher)
+        with CameraClient.lookup("cam", registry=rig) as camera:
+            camera.mode = CameraMode.still
+            camera.mode = CameraMode.video
+        printed = [lines.get(timeout=10.0).split()[1:] for _ in range(2)]
+        assert printed == [["modeChanged", '"still"'], ["modeChanged", '"video"']]
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10.0)
+
+
+def test_watch_without_a_device_prints_devices_coming_and_going(rig: str) -> None:
+    watcher = subprocess.Popen([ZIDL, "watch", "--registry", rig], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = _lines(watcher)
+        seen = {lines.get(timeout=10.0).split()[2] for _ in range(2)}
+        assert seen == {"cam", "stage"}
+        with TinyStage().running("tcp://127.0.0.1:0", registry=rig, name="stage2"):
+            added = lines.get(timeout=10.0).split()
+            assert added[1:3] == ["added", "stage2"]
+        removed = lines.get(timeout=10.0).split()
+        assert removed[1:3] == ["removed", "stage2"]
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10.0)
