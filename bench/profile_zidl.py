@@ -6,13 +6,14 @@ The server runs in a process of its own on the server CPU with every Python thre
 it starts under its own ``cProfile`` (``threading.Thread.run`` is wrapped before the
 server starts); the client runs in this process on the client CPU, under
 ``cProfile`` too (the blocking client makes no thread hop of its own). Context
-switches per call, from ``psutil``, count the hops: they are printed beside those of
+switches per call, from ``/proc``, count the hops: they are printed beside those of
 the raw REQ/REP baseline, which makes none.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import cProfile
 import io
@@ -24,13 +25,12 @@ import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import psutil
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.generated.bench import BenchClient
-from bench.harness import CLIENT_CPU, children, server
+from bench.generated.bench import AsyncBenchClient, BenchClient
+from bench.harness import CLIENT_CPU, SERVER_CPU, children
 from bench.servers import Bench, rep_server
 
 
@@ -78,47 +78,62 @@ def per_call(pid: int, call: object, calls: int) -> float:
     return (switches(pid) - before) / calls
 
 
+async def pipelined(address: str, depth: int, calls: int) -> None:
+    """``calls`` small calls from one async client, ``depth`` in flight."""
+    async with AsyncBenchClient.connect(address) as bench:
+
+        async def worker() -> None:
+            for _ in range(calls // depth):
+                await bench.small(3, 0.5)
+
+        await asyncio.gather(*(worker() for _ in range(depth)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--depth", type=int, default=32, help="calls in flight for the async client's profile")
     parser.add_argument("--top", type=int, default=25)
     options = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CPU})
     me = os.getpid()
 
-    with server(rep_server, "tcp://127.0.0.1:0") as rep_address:
+    with children(rep_server, ("tcp://127.0.0.1:0",), cpu=SERVER_CPU) as (rep,):
         req = zmq.Context.instance().socket(zmq.REQ)
-        req.connect(rep_address)
+        req.connect(rep.receive())
 
         def raw_call() -> object:
             req.send_json({"a": 3, "b": 0.5})
             return req.recv_json()
 
         raw_call()
-        rep_pid = psutil.Process(me).children()[-1].pid
-        raw_server_switches = per_call(rep_pid, raw_call, options.calls)
-        raw_client_switches = per_call(me, raw_call, options.calls)
+        raw_switches = per_call(rep.process.pid or 0, raw_call, options.calls), per_call(me, raw_call, options.calls)
         req.close(linger=0)
 
+    blocking, asynchronous = cProfile.Profile(), cProfile.Profile()
     with tempfile.TemporaryDirectory() as folder:
         stats_path = f"{folder}/server.prof"
-        with children(profiled_server, ("tcp://127.0.0.1:0", stats_path), cpu=1) as (child,):
+        with children(profiled_server, ("tcp://127.0.0.1:0", stats_path), cpu=SERVER_CPU) as (child,):
             address, pid = child.receive()
             with BenchClient.connect(address) as bench:
                 bench.small(3, 0.5)
-                zidl_server_switches = per_call(pid, lambda: bench.small(3, 0.5), options.calls)
-                zidl_client_switches = per_call(me, lambda: bench.small(3, 0.5), options.calls)
-                profile = cProfile.Profile()
-                profile.runcall(lambda: [bench.small(3, 0.5) for _ in range(options.calls)])
+                zidl_switches = (
+                    per_call(pid, lambda: bench.small(3, 0.5), options.calls),
+                    per_call(me, lambda: bench.small(3, 0.5), options.calls),
+                )
+                blocking.runcall(lambda: [bench.small(3, 0.5) for _ in range(options.calls)])
+            asynchronous.runcall(asyncio.run, pipelined(address, options.depth, options.calls))
             child.link.send("stop")
             child.receive()
             server_stats = pstats.Stats(stats_path)
 
-    print(report(pstats.Stats(profile), options.top, f"client, {options.calls} small calls, by own time"))
-    print(report(server_stats, options.top, f"server, all threads, {2 * options.calls + 1} small calls, by own time"))
-    print("=== context switches per call ===")
-    print(f"raw REQ/REP: server {raw_server_switches:.2f}, client {raw_client_switches:.2f}")
-    print(f"zidl:        server {zidl_server_switches:.2f}, client {zidl_client_switches:.2f}")
+    print(report(pstats.Stats(blocking), options.top, f"blocking client, {options.calls} small calls, by own time"))
+    title = f"async client, {options.calls} small calls, {options.depth} in flight, by own time"
+    print(report(pstats.Stats(asynchronous), options.top, title))
+    print(report(server_stats, options.top, f"server, all threads, all {4 * options.calls + 2} calls, by own time"))
+    print("=== context switches per blocking small call (all threads; server, client) ===")
+    print(f"raw REQ/REP: {raw_switches[0]:.2f}, {raw_switches[1]:.2f}")
+    print(f"zidl:        {zidl_switches[0]:.2f}, {zidl_switches[1]:.2f}")
 
 
 if __name__ == "__main__":
