@@ -70,7 +70,7 @@ class FieldSpec:
         return cls(
             name=data["name"],
             type=data["type"],
-            default=data["default"] if "default" in data else REQUIRED,
+            default=data.get("default", REQUIRED),
             doc=data.get("doc", ""),
             constraints=dict(data.get("constraints", {})),
         )
@@ -241,7 +241,9 @@ class Interface:
             version=int(data["version"]),
             doc=data.get("doc", ""),
             enums=tuple(EnumSpec(e["name"], tuple(e["values"]), e.get("doc", "")) for e in data.get("enums", [])),
-            structs=tuple(StructSpec(s["name"], fields(s["fields"]), s.get("doc", "")) for s in data.get("structs", [])),
+            structs=tuple(
+                StructSpec(s["name"], fields(s["fields"]), s.get("doc", "")) for s in data.get("structs", [])
+            ),
             errors=tuple(ErrorSpec(e["name"], fields(e["fields"]), e.get("doc", "")) for e in data.get("errors", [])),
             properties=tuple(
                 PropertySpec(
