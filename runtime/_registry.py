@@ -412,7 +412,7 @@ class Registry:
             return
         try:
             msg = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             self._error(envelope, None, "bad-request", "a request is a JSON object")
             return
         if not isinstance(msg, dict):
@@ -529,6 +529,9 @@ class Registry:
         address = fields["address"]
         pending = self._pending.get(address)
         if pending is not None:  # a retry while the first waits on probes: answer the newest
+            self._error(
+                pending.envelope, pending.request_id, "superseded", "a newer register for this address replaced it"
+            )
             pending.envelope, pending.request_id, pending.fields = envelope, request_id, fields
             return
         old = self._by_address.get(address)

@@ -123,13 +123,15 @@ def encode(header: dict[str, Any], body: Any = _NOTHING) -> list[Any]:
     if body is _NOTHING:
         return [_dumps(header).encode()]
     encoder = _Encoder()
-    header["b"] = encoder.walk(body)
-    if encoder.marked:
-        header["x"] = 1
     try:
+        header["b"] = encoder.walk(body)
+        if encoder.marked:
+            header["x"] = 1
         head = _dumps(header).encode()
     except ValueError as exc:  # circular references
         raise TypeError(str(exc)) from None
+    except RecursionError:  # a value nested deeper than the stack allows (a hostile echo, say)
+        raise TypeError("the value is nested too deeply to send") from None
     return [head, *encoder.frames]
 
 
@@ -146,6 +148,23 @@ def check_limits(frames: Sequence[Frame], limits: Limits) -> None:
         raise ProtocolError(f"message has {total} bytes, more than the limit of {limits.max_bytes}")
 
 
+_SALVAGE_BYTES: Final = 64 * 1024
+
+
+def request_id_of(frame: Frame) -> Any:
+    """The ``id`` in the header of a message refused before its header was read (too large, too many frames).
+
+    Answering with the id lets the caller fail at once instead of waiting for its timeout.
+    None when the header is itself large or unreadable.
+    """
+    if len(frame) > _SALVAGE_BYTES:
+        return None
+    try:
+        return decode_header(frame).get("id")
+    except ProtocolError:
+        return None
+
+
 def decode_header(frame: Frame) -> dict[str, Any]:
     """Parse and check the header frame (protocol version, request id)."""
     raw = frame if type(frame) is bytes else frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
@@ -153,6 +172,8 @@ def decode_header(frame: Frame) -> dict[str, Any]:
         header = _loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"header is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
     if header.get("v") != PROTOCOL:
@@ -164,7 +185,10 @@ def decode_body(header: dict[str, Any], frames: Sequence[Frame]) -> Any:
     """The body of a message whose header is decoded, with binary values rebuilt from ``frames[1:]``."""
     body = header.get("b")
     if header.get("x"):
-        return _Decoder(frames).walk(body)
+        try:
+            return _Decoder(frames).walk(body)
+        except RecursionError:
+            raise ProtocolError("body is nested too deeply") from None
     return body
 
 
