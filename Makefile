@@ -34,7 +34,7 @@ rig: generate
 	$(BIN)/python examples/demo.py --rig
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -c 'import Pyro5, msgpack, zerorpc, grpc, grpc_tools' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:

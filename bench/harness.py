@@ -129,7 +129,10 @@ def clients(target: Callable[..., Any], *args: Any, count: int = 1, env: dict[st
                 raise RuntimeError(f"{child.process.name} did not get ready")
         for child in started:
             child.link.send("go")
-        return [child.receive(timeout=600.0) for child in started]
+        results = [child.receive(timeout=600.0) for child in started]
+        for child in started:
+            child.process.join(10.0)  # a client ends by itself once it has answered; let it close its sockets
+        return results
 
 
 def client(target: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Any:
