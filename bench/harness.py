@@ -66,6 +66,7 @@ def _child(link: Connection, target: Callable[..., Any], args: tuple[Any, ...]) 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with contextlib.suppress(KeyboardInterrupt, SystemExit, BrokenPipeError, EOFError):
         target(link, *args)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped while tearing down: nothing left to clean up
 
 
 def ready(link: Connection) -> None:

@@ -57,7 +57,7 @@ class Settings:
 
 QUICK = Settings(3, 1000, [32], 3000, [MIB, IMAGE], 100_000_000, 10_000, [1], ["tcp"], extended=False)
 FULL = Settings(
-    5, 2000, [1, 8, 32, 128], 2000, [MIB, 8 * MIB, IMAGE], 200_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
+    5, 2000, [1, 8, 32, 128], 2000, [MIB, 8 * MIB, IMAGE], 300_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
 )
 
 
