@@ -61,11 +61,23 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+class BenchmarkFailed(Exception):
+    """A child process's benchmark raised; the message names the exception."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+
+
 def _child(link: Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """A child process's entry: run ``target(link, *args)``; SIGTERM and Ctrl-C end it quietly."""
+    """A child process's entry: run ``target(link, *args)``; SIGTERM and Ctrl-C end it quietly, a failure is sent."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with contextlib.suppress(KeyboardInterrupt, SystemExit, BrokenPipeError, EOFError):
-        target(link, *args)
+        try:
+            target(link, *args)
+        except Exception as exc:
+            link.send(_Failure(f"{target.__name__}: {type(exc).__name__}: {exc}"))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped while tearing down: nothing left to clean up
 
 
@@ -87,8 +99,11 @@ class Child:
 
     def receive(self, timeout: float = _STARTUP_TIMEOUT) -> Any:
         if not self.link.poll(timeout):
-            raise TimeoutError(f"{self.process.name} did not answer within {timeout} s")
-        return self.link.recv()
+            raise BenchmarkFailed(f"{self.process.name} did not answer within {timeout} s")
+        answer = self.link.recv()
+        if isinstance(answer, _Failure):
+            raise BenchmarkFailed(answer.message)
+        return answer
 
     def stop(self) -> None:
         if self.process.is_alive():

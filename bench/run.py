@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import clients, peers, servers
 from bench.generated.bench import BenchClient
-from bench.harness import CLIENT_CPU, GLIBC_NO_MMAP, Figure, children, client, pinning, server
+from bench.harness import CLIENT_CPU, GLIBC_NO_MMAP, BenchmarkFailed, Figure, children, client, pinning, server
 from bench.harness import clients as run_clients
 
 MIB = 1024 * 1024
@@ -111,6 +111,7 @@ class Suite:
         self.addresses = addresses
         self.rows: list[Row] = []
         self.summary: dict[str, float] = {}
+        self.failed: list[str] = []
 
     def each(self, target: Callable[..., None], server_name: str, *args: Any, count: int = 1) -> PerTransport:
         """Run ``target`` against ``server_name`` on every transport; with ``count`` > 1, a list of results."""
@@ -289,8 +290,16 @@ class Suite:
                 self.summary["signals_lost"] = self.summary.get("signals_lost", 0) + int(sum(zidl["lost"]))
         raw_control.close(linger=0)
 
-    def peers(self, stubs: str) -> None:
+    def opt_in(self) -> None:
+        """The 36 MiB transfers again, server and client processes started with ``MALLOC_MMAP_MAX_=0``."""
+        self.transfers(env=GLIBC_NO_MMAP, sizes=[IMAGE])
+
+    def peers(self) -> None:
         """The peers' small call and 36 MiB bytes (tcp), against the raw baselines of this run."""
+        with peers.grpc_stubs() as stubs:
+            self.compare_peers(stubs)
+
+    def compare_peers(self, stubs: str) -> None:
         small_base = self.row("small call p50").base
         rate_base = self.row("small call, blocking").base
         bytes_base = self.row("bytes 36 MiB (4056x3040x3)").base
@@ -427,23 +436,27 @@ def main() -> None:
     started = time.monotonic()
     with servers_for(settings.transports) as addresses:
         suite = Suite(settings, addresses)
-        suite.small_call()
-        suite.pipelined()
-        suite.transfers()
-        suite.signals()
+        benchmarks = [suite.small_call, suite.pipelined, suite.transfers, suite.signals]
         if settings.extended:
-            suite.four_clients()
-            suite.properties()
-            suite.transfers(env=GLIBC_NO_MMAP, sizes=[IMAGE])
-            with peers.grpc_stubs() as stubs:
-                suite.peers(stubs)
+            benchmarks += [suite.four_clients, suite.properties, suite.opt_in, suite.peers]
+        for benchmark in benchmarks:
+            try:
+                benchmark()
+            except BenchmarkFailed as exc:
+                progress(f"FAILED {benchmark.__name__}: {exc}")
+                suite.failed.append(f"{benchmark.__name__}: {exc}")
     progress(f"done in {time.monotonic() - started:.0f} s")
     about = machine()
     if not options.quick:
-        results = {"machine": about, "summary": suite.summary, "rows": [row.as_dict() for row in suite.rows]}
+        results = {
+            "machine": about,
+            "summary": suite.summary,
+            "failed": suite.failed,
+            "rows": [row.as_dict() for row in suite.rows],
+        }
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if options.json:
-        print(json.dumps(suite.summary))
+        print(json.dumps({**suite.summary, "failed": suite.failed}))
         return
     print(
         f"\n{about['cpu']}, {about['cores']} cores, {about['system']}, Python {about['python']}, "
@@ -451,7 +464,7 @@ def main() -> None:
     )
     print(f"Placement: {about['pinning']}. Medians of {settings.reps} repetitions; ± is half their range.\n")
     print(table(suite.rows, settings.transports))
-    print("\n" + json.dumps(suite.summary))
+    print("\n" + json.dumps({**suite.summary, "failed": suite.failed}))
 
 
 if __name__ == "__main__":
