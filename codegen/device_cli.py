@@ -1,4 +1,4 @@
-"""The `zidl` commands that talk to devices: registry, ls, describe, call, get, set, watch.
+"""The `zidl` commands that talk to devices: registry, ls, describe, call, get, set, watch; and keygen.
 
 They need no generated code: a device describes its interface in the handshake
 (as grpcurl uses reflection), and arguments are validated against that
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from runtime import Client, DeviceRecord, Registry, ZidlError, list_devices, lookup_device, watch
+from runtime import Client, DeviceRecord, Registry, ZidlError, list_devices, lookup_device, watch, write_keypair
 
 from .idl_text import to_idl
 from .usage import UsageError
@@ -75,6 +75,16 @@ def _show(value: Any, *, as_json: bool, output: Path | None = None) -> None:
         print(json.dumps(plain, indent=None if as_json else 2))
     else:
         print(plain)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        public, secret = write_keypair(args.output, args.name)
+    except OSError as exc:  # FileExistsError included: never overwrite a key
+        raise UsageError(str(exc)) from None
+    print(f"public key: {public} (give it to the peers that must accept this one)")
+    print(f"secret key: {secret} (keep it private)")
+    return 0
 
 
 def _registry_cmd(args: argparse.Namespace) -> int:
@@ -182,6 +192,16 @@ def register(commands: Any) -> None:
             "--registry", default=None, help="registry address (default: $ZIDL_REGISTRY, else tcp://127.0.0.1:5555)"
         )
         return parser
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="write a CurveZMQ key pair",
+        description="Write a CurveZMQ key pair as ZeroMQ certificates: DIR/NAME.key (public, to share) and "
+        "DIR/NAME.key_secret (both keys, mode 0600, to keep). Existing files are never overwritten.",
+    )
+    keygen.add_argument("-o", "--output", type=Path, default=Path("."), help="folder to write to (default: .)")
+    keygen.add_argument("--name", default="zidl", help="file name without extension (default: zidl)")
+    keygen.set_defaults(run=_keygen)
 
     registry = commands.add_parser("registry", help="run a device registry", description="Run a device registry.")
     registry.add_argument(

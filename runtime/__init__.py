@@ -1,7 +1,8 @@
 """zidl's runtime: the one public surface of the transport, clients, servers, signals and errors.
 
-Generated modules import their bases from here; users import the errors, ``NDArray``
-and the tuning knobs (``Heartbeat``, ``Limits``).
+Generated modules import their bases from here; users import the errors, ``NDArray``,
+the tuning knobs (``Heartbeat``, ``Limits``) and the CurveZMQ settings
+(``CurveServer``, ``CurveClient``, ``write_keypair``).
 """
 
 from ._async_client import AsyncClient, AsyncProperty, AsyncReadOnlyProperty
@@ -9,6 +10,7 @@ from ._client import Client
 from ._directory import DeviceRecord, Watcher, list_devices, watch
 from ._directory import lookup as lookup_device
 from ._errors import (
+    AuthenticationFailed,
     CallTimeout,
     ClientClosed,
     ConnectionLost,
@@ -22,6 +24,7 @@ from ._errors import (
 from ._interface import EnumSpec, ErrorSpec, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec, StructSpec
 from ._ndarray import NDArray
 from ._registry import Registry
+from ._security import CurveClient, CurveServer, KeyPair, generate_keypair, write_keypair
 from ._server import Server
 from ._signals import AsyncSignal, ServerSignal, Signal
 from ._transport import Heartbeat
@@ -32,10 +35,13 @@ __all__ = [
     "AsyncProperty",
     "AsyncReadOnlyProperty",
     "AsyncSignal",
+    "AuthenticationFailed",
     "CallTimeout",
     "Client",
     "ClientClosed",
     "ConnectionLost",
+    "CurveClient",
+    "CurveServer",
     "DeviceNotFound",
     "DeviceRecord",
     "EnumSpec",
@@ -44,6 +50,7 @@ __all__ = [
     "Heartbeat",
     "Interface",
     "InterfaceMismatch",
+    "KeyPair",
     "Limits",
     "MethodSpec",
     "NDArray",
@@ -59,7 +66,9 @@ __all__ = [
     "StructSpec",
     "Watcher",
     "ZidlError",
+    "generate_keypair",
     "list_devices",
     "lookup_device",
     "watch",
+    "write_keypair",
 ]

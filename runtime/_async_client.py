@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Generator
@@ -22,10 +23,19 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from ._client import DEFAULT_TIMEOUT, _outcome, hello_body, read_hello
-from ._errors import CallTimeout, ClientClosed, ConnectionLost, ZidlError
+from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, ZidlError
 from ._interface import Interface
+from ._security import CurveClient
 from ._signals import AsyncSignal, AsyncSignalHub
-from ._transport import DEFAULT_HEARTBEAT, Heartbeat, Monitor, Socket, make_dealer, zmq_errors
+from ._transport import (
+    DEFAULT_HEARTBEAT,
+    Heartbeat,
+    Monitor,
+    Socket,
+    handshake_failure,
+    make_dealer,
+    zmq_errors,
+)
 from ._validation import Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
 
@@ -99,11 +109,13 @@ class AsyncClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveClient | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
         self._heartbeat = heartbeat
         self._limits = limits
+        self._curve = curve
         self._tables: Tables | None = type(self)._zidl_tables
         self._server_interface: Interface | None = None
         self._signal_address: str | None = None
@@ -131,11 +143,15 @@ class AsyncClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveClient | None = None,
     ) -> Connecting[Self]:
-        """Connect and handshake within ``timeout``; ``await`` it, or ``async with`` it to close on exit."""
+        """Connect and handshake within ``timeout``; ``await`` it, or ``async with`` it to close on exit.
+
+        ``curve`` switches CurveZMQ on, as for the blocking ``Client.connect``.
+        """
 
         async def connect() -> Self:
-            client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits)
+            client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=curve)
             try:
                 await client._handshake()
             except BaseException:
@@ -154,17 +170,20 @@ class AsyncClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveClient | None = None,
     ) -> Connecting[Self]:
         """A client for the device registered as ``name`` (``registry=``, ``$ZIDL_REGISTRY`` or the default).
 
-        Raises ``DeviceNotFound`` or ``RegistryUnavailable``.
+        ``curve`` works as for the blocking ``Client.lookup``. Raises ``DeviceNotFound`` or
+        ``RegistryUnavailable``.
         """
 
         async def connect() -> Self:
             from ._directory import lookup_async
 
-            record = await lookup_async(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT)
-            client = cls(record.address, timeout=timeout, heartbeat=heartbeat, limits=limits)
+            record = await lookup_async(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT, curve=curve)
+            device_curve = (curve or CurveClient(None)).towards(record.public_key)
+            client = cls(record.address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=device_curve)
             try:
                 await client._handshake()
             except BaseException:
@@ -279,7 +298,7 @@ class AsyncClient:
         if self._hub is None:
             if self._signal_address is None:
                 raise ZidlError(f"{self._what()}: connect before using signals")
-            self._hub = AsyncSignalHub(self._signal_address, self._table(), self._what())
+            self._hub = AsyncSignalHub(self._signal_address, self._table(), self._what(), self._curve)
         return self._hub
 
     async def _handshake(self) -> None:
@@ -295,8 +314,7 @@ class AsyncClient:
         if self._closed:
             raise ClientClosed(f"{self._what()} is closed")
         if self._socket is None:
-            self._sync = make_dealer(self._address, self._heartbeat)
-            self._monitor = Monitor(self._sync)
+            self._sync, self._monitor = make_dealer(self._address, self._heartbeat, self._curve)
             self._socket = zmq.asyncio.Socket.from_socket(self._sync)
             self._monitor_socket = zmq.asyncio.Socket.from_socket(self._monitor.socket)
             loop = asyncio.get_running_loop()
@@ -322,7 +340,7 @@ class AsyncClient:
         try:
             async with asyncio.timeout(timeout):
                 with zmq_errors(where):
-                    await socket.send_multipart(frames, copy=False)
+                    await self._send(socket, frames, reply)
                 sent = True
                 if oneway:
                     return None
@@ -336,6 +354,23 @@ class AsyncClient:
             self._pending.pop(request_id, None)
             self._in_flight.discard(request_id)
         return _outcome(header, result, self._tables, where)
+
+    async def _send(
+        self, socket: zmq.asyncio.Socket, frames: list[Any], reply: asyncio.Future[tuple[dict[str, Any], Any]]
+    ) -> None:
+        """Send once connected; a refused handshake (``_watch`` fails ``reply``) ends the wait at once."""
+        sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future already: no task
+        if sending.done():
+            sending.result()
+            return
+        try:
+            await asyncio.wait((sending, reply), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not sending.done():
+                sending.cancel()
+        if not sending.done() or sending.cancelled():
+            reply.result()  # raises why the connection was refused
+        sending.result()
 
     async def _read(self, socket: zmq.asyncio.Socket) -> None:
         while True:
@@ -360,7 +395,13 @@ class AsyncClient:
                 frames: list[bytes] = await monitor.recv_multipart()
             except zmq.ZMQError:
                 return
-            if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
+            event = parse_monitor_message(frames)
+            refused = handshake_failure(event["event"], event["value"])
+            if refused is not None:
+                self._fail_all(
+                    functools.partial(AuthenticationFailed, f"{self._what()}: {refused}"), in_flight_only=False
+                )
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._fail_all(
                     lambda: ConnectionLost(f"{self._what()}: the connection was lost during the call"),
                     in_flight_only=True,

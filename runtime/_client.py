@@ -23,13 +23,13 @@ from typing import Any, ClassVar, Final, Self
 import zmq
 
 from ._compat import check
-from ._errors import CallTimeout, ClientClosed, ConnectionLost, ProtocolError, ZidlError, rebuild
+from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, ProtocolError, ZidlError, rebuild
 from ._interface import Interface
+from ._security import CurveClient
 from ._signals import Signal, SignalHub
 from ._transport import (
     DEFAULT_HEARTBEAT,
     Heartbeat,
-    Monitor,
     make_dealer,
     recv_frames,
     send_frames,
@@ -90,13 +90,15 @@ class _Moved(Exception):
 class _Connection:
     """One thread's DEALER socket to the server and its monitor; only that thread uses them."""
 
-    def __init__(self, address: str, heartbeat: Heartbeat) -> None:
+    def __init__(self, address: str, heartbeat: Heartbeat, curve: CurveClient | None = None) -> None:
         self.address = address
-        self.socket = make_dealer(address, heartbeat)
-        self.monitor = Monitor(self.socket)
+        self.socket, self.monitor = make_dealer(address, heartbeat, curve)
         self.poller = zmq.Poller()
         self.poller.register(self.socket, zmq.POLLIN)
         self.poller.register(self.monitor.socket, zmq.POLLIN)
+        self.sending = zmq.Poller()  # waiting to connect: writable, or the monitor has news (a refused handshake)
+        self.sending.register(self.socket, zmq.POLLOUT)
+        self.sending.register(self.monitor.socket, zmq.POLLIN)
         self.busy = threading.Lock()
         self.closed = False
         self._sockets_closed = False
@@ -132,11 +134,13 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveClient | None = None,
     ) -> None:
         self._address = address
         self._timeout = timeout
         self._heartbeat = heartbeat
         self._limits = limits
+        self._curve = curve
         self._tables: Tables | None = type(self)._zidl_tables
         self._server_interface: Interface | None = None
         self._signal_address: str | None = None
@@ -161,14 +165,17 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveClient | None = None,
     ) -> Self:
         """A client connected to ``address``, its handshake done within ``timeout`` seconds.
 
         ``timeout`` is also the default for property reads and writes and signal
-        subscriptions. Raises ``InterfaceMismatch`` when the server is incompatible and
-        ``CallTimeout`` when nothing answers.
+        subscriptions. ``curve`` switches CurveZMQ on (the server's public key and this
+        client's key pair). Raises ``InterfaceMismatch`` when the server is incompatible,
+        ``AuthenticationFailed`` when the Curve handshake fails and ``CallTimeout`` when
+        nothing answers.
         """
-        client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits)
+        client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=curve)
         try:
             client._handshake()
         except BaseException:
@@ -185,17 +192,28 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveClient | None = None,
     ) -> Self:
         """A client for the device registered as ``name`` in the registry (``registry=``, ``$ZIDL_REGISTRY``
         or ``tcp://127.0.0.1:5555``). It follows the device: when the device cannot be reached within
         ``timeout``, the client asks the registry again and moves to the new address.
+        With ``curve``, its ``server_key`` is the registry's (None: the registry has no Curve) and
+        the device's public key comes from the registry; a device registered with a public key is
+        reached over Curve even without ``curve`` (with a new key pair, for ``allow_any`` devices).
         Raises ``DeviceNotFound`` or ``RegistryUnavailable``."""
         from ._directory import lookup
 
-        def resolve() -> str:
-            return lookup(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT).address
+        def find() -> tuple[str, CurveClient | None]:
+            record = lookup(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT, curve=curve)
+            return record.address, (curve or CurveClient(None)).towards(record.public_key)
 
-        client = cls(resolve(), timeout=timeout, heartbeat=heartbeat, limits=limits)
+        address, device_curve = find()
+        client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=device_curve)
+
+        def resolve() -> str:
+            address, client._curve = find()
+            return address
+
         client._resolve = resolve
         try:
             client._handshake()
@@ -307,7 +325,7 @@ class Client:
             if self._hub is None:
                 if self._signal_address is None:
                     raise ZidlError(f"{self._what()}: connect before using signals")
-                self._hub = SignalHub(self._signal_address, self._table(), self._what())
+                self._hub = SignalHub(self._signal_address, self._table(), self._what(), self._curve)
             return self._hub
 
     def _handshake(self) -> None:
@@ -356,7 +374,7 @@ class Client:
                     del self._connections[thread]
                     other.closed = True
                     other.close_sockets()
-            connection = _Connection(self._address, self._heartbeat)
+            connection = _Connection(self._address, self._heartbeat, self._curve)
             self._connections[threading.current_thread()] = connection
         self._local.connection = connection
         return connection
@@ -436,7 +454,10 @@ class Client:
             wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if wait <= 0:
                 raise CallTimeout(f"{where}: {connection.address} could not be reached within {timeout} s")
-            connection.socket.poll(int(wait * 1000) + 1, zmq.POLLOUT)
+            connection.sending.poll(int(wait * 1000) + 1)
+            connection.monitor.drain()
+            if connection.monitor.refused is not None:
+                raise AuthenticationFailed(f"{where}: {connection.address}: {connection.monitor.refused}")
             if connection.closed:
                 raise ClientClosed(f"{where}: the client was closed during the call")
             if follow and self._resolve is not None and time.monotonic() > ask_again:

@@ -3,7 +3,9 @@
 The registry address comes from the ``registry=`` argument, else the
 ``ZIDL_REGISTRY`` environment variable, else ``tcp://127.0.0.1:5555``. Every
 request waits at most ``timeout`` seconds and then raises ``RegistryUnavailable``;
-an unknown name raises ``DeviceNotFound``.
+an unknown name raises ``DeviceNotFound``. ``curve=`` (a ``CurveClient`` whose
+``server_key`` is the registry's public key) reaches a registry that has Curve on;
+a refused handshake raises ``AuthenticationFailed``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import Any, Literal, TypeVar
 import zmq
 import zmq.asyncio
 
-from ._errors import DeviceNotFound, ProtocolError, RegistryUnavailable
+from ._errors import AuthenticationFailed, DeviceNotFound, ProtocolError, RegistryUnavailable
 from ._registry import DEFAULT_REGISTRY, PROTOCOL, _split_tcp, connectable
+from ._security import CurveClient, is_key
+from ._transport import Monitor
 
 __all__ = [
     "DeviceRecord",
@@ -69,7 +73,7 @@ class DeviceRecord:
                 hash=str(data.get("hash", "")),
                 address=str(data["address"]),
                 last_heartbeat=float(data.get("age", 0.0)),
-                public_key=data.get("public_key") if isinstance(data.get("public_key"), str) else None,
+                public_key=key if isinstance(key := data.get("public_key"), str) and is_key(key) else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"the registry sent a malformed device record: {data!r:.200}") from exc
@@ -83,15 +87,17 @@ def registry_address(registry: str | None = None) -> str:
     return registry or os.environ.get("ZIDL_REGISTRY") or DEFAULT_REGISTRY
 
 
-def _dealer(url: str) -> zmq.Socket[bytes]:
+def _dealer(url: str, curve: CurveClient | None) -> zmq.Socket[bytes]:
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-    return _connect(sock, url)
+    return _connect(sock, url, curve)
 
 
-def _connect(sock: _S, url: str) -> _S:
+def _connect(sock: _S, url: str, curve: CurveClient | None) -> _S:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, 64 << 20)
     try:
+        if curve is not None and curve.server_key is not None:
+            curve.apply(sock)
         sock.connect(url)
     except zmq.ZMQError as exc:
         sock.close(0)
@@ -120,11 +126,16 @@ def _parse(raw: bytes, url: str) -> dict[str, Any] | None:
 class RegistryClient:
     """A connection to one registry for repeated requests, used from one thread at a time."""
 
-    def __init__(self, registry: str | None = None, *, timeout: float = 2.0) -> None:
+    def __init__(self, registry: str | None = None, *, timeout: float = 2.0, curve: CurveClient | None = None) -> None:
         self.url = registry_address(registry)
         self.timeout = timeout
         self._ids = itertools.count(1)
-        self._socket = _dealer(self.url)
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        self._monitor = Monitor(sock)  # attached before connecting: a refused Curve handshake is reported at once
+        self._socket = _connect(sock, self.url, curve)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor.socket, zmq.POLLIN)
 
     def request(self, kind: str, *, timeout: float | None = None, what: str = "", **fields: Any) -> dict[str, Any]:
         """Send one request and return its successful reply."""
@@ -133,8 +144,12 @@ class RegistryClient:
         self._socket.send(json.dumps({"v": PROTOCOL, "id": request_id, "k": kind, **fields}).encode())
         deadline = time.monotonic() + limit
         while (left := deadline - time.monotonic()) > 0:
-            if not self._socket.poll(math.ceil(left * 1000)):
-                break
+            ready = dict(self._poller.poll(math.ceil(left * 1000)))
+            self._monitor.drain()
+            if self._monitor.refused is not None and not self._monitor.connected:
+                raise AuthenticationFailed(f"the registry at {self.url}: {self._monitor.refused}")
+            if self._socket not in ready:
+                continue
             reply = _parse(self._socket.recv(), self.url)
             if reply is not None and reply.get("id") == request_id:
                 return _check(reply, self.url, what or kind)
@@ -151,6 +166,7 @@ class RegistryClient:
         return [DeviceRecord.from_dict(d) for d in reply.get("devices", [])]
 
     def close(self) -> None:
+        self._monitor.close()
         self._socket.close(0)
 
     def __enter__(self) -> RegistryClient:
@@ -160,23 +176,31 @@ class RegistryClient:
         self.close()
 
 
-def lookup(name: str, *, registry: str | None = None, timeout: float = 2.0) -> DeviceRecord:
+def lookup(
+    name: str, *, registry: str | None = None, timeout: float = 2.0, curve: CurveClient | None = None
+) -> DeviceRecord:
     """The device registered as ``name``; ``DeviceNotFound`` or ``RegistryUnavailable`` otherwise."""
-    with RegistryClient(registry, timeout=timeout) as client:
+    with RegistryClient(registry, timeout=timeout, curve=curve) as client:
         return client.lookup(name)
 
 
 def list_devices(
-    *, registry: str | None = None, interface: str | None = None, timeout: float = 2.0
+    *,
+    registry: str | None = None,
+    interface: str | None = None,
+    timeout: float = 2.0,
+    curve: CurveClient | None = None,
 ) -> list[DeviceRecord]:
     """Every registered device (or those implementing ``interface``), sorted by name."""
-    with RegistryClient(registry, timeout=timeout) as client:
+    with RegistryClient(registry, timeout=timeout, curve=curve) as client:
         return client.list_devices(interface)
 
 
-async def _request_async(url: str, kind: str, timeout: float, what: str, **fields: Any) -> dict[str, Any]:
+async def _request_async(
+    url: str, kind: str, timeout: float, what: str, curve: CurveClient | None, **fields: Any
+) -> dict[str, Any]:
     ctx = zmq.asyncio.Context(zmq.Context.instance())
-    sock: zmq.asyncio.Socket = _connect(ctx.socket(zmq.DEALER), url)
+    sock: zmq.asyncio.Socket = _connect(ctx.socket(zmq.DEALER), url, curve)
     try:
         await sock.send(json.dumps({"v": PROTOCOL, "id": 1, "k": kind, **fields}).encode())
         deadline = time.monotonic() + timeout
@@ -191,18 +215,24 @@ async def _request_async(url: str, kind: str, timeout: float, what: str, **field
         sock.close(0)
 
 
-async def lookup_async(name: str, *, registry: str | None = None, timeout: float = 2.0) -> DeviceRecord:
+async def lookup_async(
+    name: str, *, registry: str | None = None, timeout: float = 2.0, curve: CurveClient | None = None
+) -> DeviceRecord:
     """``lookup`` for asyncio: the device registered as ``name``."""
-    reply = await _request_async(registry_address(registry), "lookup", timeout, name, name=name)
+    reply = await _request_async(registry_address(registry), "lookup", timeout, name, curve, name=name)
     return DeviceRecord.from_dict(reply["device"])
 
 
 async def list_devices_async(
-    *, registry: str | None = None, interface: str | None = None, timeout: float = 2.0
+    *,
+    registry: str | None = None,
+    interface: str | None = None,
+    timeout: float = 2.0,
+    curve: CurveClient | None = None,
 ) -> list[DeviceRecord]:
     """``list_devices`` for asyncio."""
     fields: dict[str, Any] = {} if interface is None else {"interface": interface}
-    reply = await _request_async(registry_address(registry), "list", timeout, "", **fields)
+    reply = await _request_async(registry_address(registry), "list", timeout, "", curve, **fields)
     return [DeviceRecord.from_dict(d) for d in reply.get("devices", [])]
 
 
@@ -220,9 +250,16 @@ class Watcher:
     """
 
     def __init__(
-        self, callback: WatchCallback, *, registry: str | None = None, initial: bool = True, timeout: float = 2.0
+        self,
+        callback: WatchCallback,
+        *,
+        registry: str | None = None,
+        initial: bool = True,
+        timeout: float = 2.0,
+        curve: CurveClient | None = None,
     ) -> None:
         self.url = registry_address(registry)
+        self.curve = curve
         self.callback = callback
         self.initial = initial
         self.timeout = timeout
@@ -262,9 +299,11 @@ class Watcher:
     # -- the watcher's thread --------------------------------------------
 
     def _run(self) -> None:
-        dealer = _dealer(self.url)
+        dealer = _dealer(self.url, self.curve)
         sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None and self.curve.server_key is not None:
+            self.curve.apply(sub)
         sub.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         events_address: str | None = None
@@ -402,7 +441,12 @@ class Watcher:
 
 
 def watch(
-    callback: WatchCallback, *, registry: str | None = None, initial: bool = True, timeout: float = 2.0
+    callback: WatchCallback,
+    *,
+    registry: str | None = None,
+    initial: bool = True,
+    timeout: float = 2.0,
+    curve: CurveClient | None = None,
 ) -> Watcher:
     """Start watching devices come and go; ``Watcher.close()`` stops it."""
-    return Watcher(callback, registry=registry, initial=initial, timeout=timeout)
+    return Watcher(callback, registry=registry, initial=initial, timeout=timeout, curve=curve)

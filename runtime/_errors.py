@@ -6,6 +6,7 @@ One tree, all importable from ``runtime``::
     ├── RemoteError                the implementation raised (IDL errors are subclasses)
     ├── CallTimeout                a call or handshake exceeded its timeout (also a TimeoutError)
     ├── ConnectionLost             the peer or network went away while a call was in flight
+    ├── AuthenticationFailed       the CurveZMQ handshake failed (key not allowed, wrong server key…)
     ├── ClientClosed               you closed the client (or its server) and then used it
     ├── InterfaceMismatch          the handshake found client and server incompatible
     ├── ProtocolError              a message broke the wire protocol, or named something unknown
@@ -82,6 +83,14 @@ class CallTimeout(ZidlError, TimeoutError):
 
 class ConnectionLost(ZidlError):
     """The device went away (disconnect or missed heartbeats) while a call was in flight."""
+
+
+class AuthenticationFailed(ZidlError):
+    """The CurveZMQ handshake with the peer failed, so nothing was sent.
+
+    The server refused this client's key, the client holds the wrong public key for
+    the server, or only one of the two has Curve switched on. The message says which.
+    """
 
 
 class ClientClosed(ZidlError):

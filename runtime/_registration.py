@@ -23,6 +23,8 @@ from typing import Any, Final
 import zmq
 
 from ._registry import PROTOCOL, _split_tcp, _tcp
+from ._security import CurveClient
+from ._transport import Monitor
 
 __all__ = ["Registration"]
 
@@ -37,7 +39,9 @@ class Registration:
     ``address`` is the endpoint the server bound (wildcards allowed; see the
     address rule in ``runtime._registry``). ``advertise`` replaces the host of a
     TCP address with a name or IP other hosts can reach. ``on_accepted`` is called
-    with the accepted name each time the registry accepts the device.
+    with the accepted name each time the registry accepts the device. ``curve``
+    reaches a registry that has CurveZMQ on (``server_key`` its public key); a
+    refused handshake is logged as an error at once and kept in ``refused``.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class Registration:
         takeover: bool = False,
         public_key: str | None = None,
         on_accepted: Callable[[str], None] | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         if not 0 < heartbeat < ttl:
             raise ValueError(f"heartbeat ({heartbeat}) must be positive and shorter than ttl ({ttl})")
@@ -100,8 +105,13 @@ class Registration:
         sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a registry that is not there
         sock.setsockopt(zmq.SNDHWM, 16)
         sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        if curve is not None and curve.server_key is not None:
+            curve.apply(sock)
+        self._monitor = Monitor(sock)  # before connecting: a refusal at once is not missed
         sock.connect(registry_url)
         self.socket = sock
+        self.refused: str | None = None
+        """Why the registry refused the security handshake, while it does."""
 
     @property
     def registered(self) -> bool:
@@ -114,6 +124,7 @@ class Registration:
             return math.inf
         if now is None:
             now = time.monotonic()
+        self._check_handshake()
         if self._lease is None:
             if self._waiting_id is not None:
                 if now < self._waiting_until:
@@ -173,9 +184,18 @@ class Registration:
                                 break
             self._lease = None
         finally:
+            self._monitor.close()
             self.socket.close(0)
 
     # -- internals --------------------------------------------------------
+
+    def _check_handshake(self) -> None:
+        self._monitor.drain()
+        refused = self._monitor.refused
+        if refused != self.refused:
+            self.refused = refused
+            if refused is not None:
+                log.error("registry %s refused %s: %s", self.registry_url, self.name, refused)
 
     def _new_id(self) -> int:
         self._next_id += 1

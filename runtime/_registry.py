@@ -35,6 +35,8 @@ from typing import Any, Final
 
 import zmq
 
+from ._security import CurveClient, CurveServer, Grant, is_key
+
 __all__ = [
     "DEFAULT_REGISTRY",
     "PING",
@@ -193,6 +195,9 @@ class Registry:
     tells clients where). ``ttl`` and
     ``heartbeat`` are the lease given to a device that does not ask for its own;
     ``probe_timeout`` bounds how long a name's holder has to answer its ping.
+    ``curve`` switches CurveZMQ on for both sockets: only allowed client keys can
+    register, look up, list or watch. Holders registered with a public key are
+    pinged over Curve with the registry's own key pair, which they must allow.
     """
 
     def __init__(
@@ -204,6 +209,7 @@ class Registry:
         events_bind: str | None = None,
         probe_timeout: float = 0.5,
         beat_interval: float = 1.0,
+        curve: CurveServer | None = None,
     ) -> None:
         if not ttl > 0:
             raise ValueError(f"ttl must be positive, not {ttl!r}")
@@ -213,6 +219,8 @@ class Registry:
         self.events_bind = events_bind
         self.probe_timeout = probe_timeout
         self.beat_interval = beat_interval
+        self.curve = curve
+        self._grant: Grant | None = None
         self._address: str | None = None
         self._events_address: str | None = None
         self._events_bound = ""
@@ -317,6 +325,8 @@ class Registry:
         pub: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         self._router, self._pub = router, pub
+        if self.curve is not None:
+            self._grant = self.curve.secure(router, pub)
         _bind(router, self.bind)
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._address = connectable(endpoint)
@@ -341,6 +351,9 @@ class Registry:
             if owned is not None:
                 owned.close(0)
         self._router = self._pub = None
+        if self._grant is not None:
+            self._grant.close()
+            self._grant = None
         self._poller = zmq.Poller()
         self._wake_r.close()
         self._wake_w.close()
@@ -573,8 +586,8 @@ class Registry:
         if host is not None and (not isinstance(host, str) or not host or len(host) > 255 or "/" in host):
             raise _BadRequest("bad-request", "'host' is a host name")
         public_key = msg.get("public_key")
-        if public_key is not None and (not isinstance(public_key, str) or len(public_key) > 200):
-            raise _BadRequest("bad-request", "'public_key' is a string")
+        if public_key is not None and (not isinstance(public_key, str) or not is_key(public_key)):
+            raise _BadRequest("bad-request", "'public_key' is a Z85 Curve public key (40 characters)")
         takeover = msg.get("takeover", False)
         if not isinstance(takeover, bool):
             raise _BadRequest("bad-request", "'takeover' is true or false")
@@ -664,9 +677,12 @@ class Registry:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         probe = _Probe(holder, sock, now + self.probe_timeout)
         try:
+            if holder.public_key is not None:
+                curve = self.curve.client_of(holder.public_key) if self.curve is not None else None
+                (curve or CurveClient(holder.public_key)).apply(sock)  # checked at register: a key
             sock.connect(holder.address)
             sock.send(_encode({"v": PROTOCOL, "id": 1, "k": PING}), zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, ValueError) as exc:  # ValueError: a public key that is not one
             log.debug("registry: cannot ping %s at %s: %s", holder.name, holder.address, exc)
             probe.deadline = now  # counts as not answering at the next expiry check
         self._probes[sock] = (probe, pending)

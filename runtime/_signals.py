@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Final, Generic, ParamSpec
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec
 
 import zmq
 import zmq.asyncio
@@ -34,6 +34,9 @@ from ._errors import CallTimeout, ClientClosed, ProtocolError, ZidlError
 from ._transport import Waker, make_socket, recv_frames, zmq_errors
 from ._validation import Tables
 from ._wire import decode_body, decode_header
+
+if TYPE_CHECKING:
+    from ._security import CurveClient
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +127,9 @@ class _Deliveries:
 class SignalHub:
     """A blocking client's signals: one thread owns the SUB socket and runs the callbacks."""
 
-    def __init__(self, address: str, tables: Tables, what: str) -> None:
+    def __init__(self, address: str, tables: Tables, what: str, curve: CurveClient | None = None) -> None:
         self._address = address
+        self._curve = curve
         self._deliveries = _Deliveries(tables, what)
         self._what = what
         self._lock = threading.Lock()
@@ -176,6 +180,8 @@ class SignalHub:
         subscribed: set[str] = set()
         try:
             with zmq_errors(f"{self._what}: connecting to signals at {self._address}"):
+                if self._curve is not None:
+                    self._curve.apply(sub)
                 sub.connect(self._address)
             poller = zmq.Poller()
             poller.register(sub, zmq.POLLIN)
@@ -278,8 +284,9 @@ class Signal(Generic[P]):
 class AsyncSignalHub:
     """An asyncio client's signals: a SUB socket and a reader task on the client's loop."""
 
-    def __init__(self, address: str, tables: Tables, what: str) -> None:
+    def __init__(self, address: str, tables: Tables, what: str, curve: CurveClient | None = None) -> None:
         self._address = address
+        self._curve = curve
         self._deliveries = _Deliveries(tables, what)
         self._what = what
         self._sync: zmq.Socket[bytes] | None = None
@@ -300,6 +307,8 @@ class AsyncSignalHub:
         if self._sub is None:
             self._sync = make_socket(zmq.SUB)
             with zmq_errors(f"{self._what}: connecting to signals at {self._address}"):
+                if self._curve is not None:
+                    self._curve.apply(self._sync)
                 self._sync.connect(self._address)
             self._sub = zmq.asyncio.Socket.from_socket(self._sync)
             self._reader = asyncio.get_running_loop().create_task(self._read(self._sub))

@@ -14,12 +14,15 @@ import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ._errors import ClientClosed, ZidlError
+
+if TYPE_CHECKING:
+    from ._security import CurveClient
 
 Socket = zmq.Socket[bytes]
 
@@ -34,7 +37,26 @@ class Heartbeat:
 
 DEFAULT_HEARTBEAT: Final = Heartbeat()
 
-MONITOR_EVENTS: Final = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+MONITOR_EVENTS: Final = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+def handshake_failure(event: int, value: int) -> str | None:
+    """What a monitor's handshake-failure event means for the user; None for any other event."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return f"the server refused this client's key (status {value}): ask for it to be allowed"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "CurveZMQ is switched on at one end only: both ends need it, or neither"
+        return f"the security handshake broke the protocol (error {value:#x}): is the server's public key right?"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return "the security handshake failed: is the server's public key right?"
+    return None
 
 
 def context() -> zmq.Context[Socket]:
@@ -69,15 +91,22 @@ def make_socket(kind: int, heartbeat: Heartbeat | None = None) -> Socket:
     return sock
 
 
-def make_dealer(address: str, heartbeat: Heartbeat) -> Socket:
-    """A client socket connected to ``address``: messages only go to a completed connection."""
+def make_dealer(address: str, heartbeat: Heartbeat, curve: CurveClient | None = None) -> tuple[Socket, Monitor]:
+    """A client socket connected to ``address`` (with Curve, if given), and its monitor.
+
+    Messages only go to a completed connection. The monitor is attached before the
+    socket connects, so that a handshake refused at once is not missed.
+    """
     sock = make_socket(zmq.DEALER, heartbeat)
     with zmq_errors(f"connecting to {address}"):
+        if curve is not None:
+            curve.apply(sock)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        monitor = Monitor(sock)
         sock.connect(address)
-    return sock
+    return sock, monitor
 
 
 def bind(sock: Socket, address: str) -> str:
@@ -133,6 +162,8 @@ class Monitor:
             self.socket: Socket = sock.get_monitor_socket(MONITOR_EVENTS)
         self._watched = sock
         self.connected = False
+        self.refused: str | None = None
+        """Why the last security handshake failed, until one succeeds."""
 
     def drain(self) -> bool:
         """Read every pending event; True when a disconnect was among them."""
@@ -144,12 +175,16 @@ class Monitor:
                 return lost
             except zmq.ZMQError:
                 return lost
-            event = parse_monitor_message(frames)["event"]
+            message = parse_monitor_message(frames)
+            event = message["event"]
             if event == zmq.EVENT_DISCONNECTED:
                 self.connected = False
                 lost = True
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connected = True
+                self.refused = None
+            else:
+                self.refused = handshake_failure(event, message["value"]) or self.refused
 
     def close(self) -> None:
         with contextlib.suppress(zmq.ZMQError):
