@@ -3,19 +3,25 @@
 A generated ``CameraServer(Server, interface=INTERFACE)`` declares abstract methods,
 annotated properties and signals; this module supplies the behaviour.
 
-The engine has one I/O thread that owns the ROUTER (requests) and the XPUB
-(signals). It answers handshakes and property reads itself; method calls go in
-arrival order to one worker thread, ``concurrent`` methods and property writes to
-a small pool. Replies and emissions made on other threads come back to the I/O
-thread through a queue and a ``Waker``; no other thread touches its sockets.
-Methods and properties are found in tables built from the interface description,
-never by ``getattr`` of a name that came off the wire.
+The engine has two threads that take turns owning the sockets (the ROUTER for
+requests, the XPUB for signals, the registration DEALER): the leader polls them
+and answers handshakes, pings and property reads itself; it runs a method call
+inline and sends its reply directly, so that a short call makes no thread hop.
+Should the call still run after ``_HANDOFF`` seconds, the other thread takes the
+sockets over, so handshakes, property reads and other clients are still answered
+while a long call runs (``_Engine`` explains the handoff). Method calls run one at
+a time in arrival order; ``concurrent`` methods and property writes go to a small
+pool. Replies and emissions made by a thread that does not own the sockets reach
+the owner through a queue and a ``Waker``. Methods and properties are found in
+tables built from the interface description, never by ``getattr`` of a name that
+came off the wire.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -23,17 +29,19 @@ import signal as signals
 import threading
 import time
 import traceback as tb
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import numpy as np
 import zmq
 from pydantic import ValidationError
 
 from ._errors import ProtocolError, ZidlError, describe_exception, describe_protocol, describe_validation
-from ._interface import Interface
+from ._interface import Interface, MethodSpec
+from ._security import CurveClient, CurveServer, Grant
 from ._signals import WELCOME, ServerSignal, topic
 from ._transport import (
     DEFAULT_HEARTBEAT,
@@ -48,7 +56,16 @@ from ._transport import (
     zmq_errors,
 )
 from ._validation import Tables, tables
-from ._wire import DEFAULT_LIMITS, PROTOCOL, Limits, check_limits, decode_body, decode_header, encode
+from ._wire import (
+    DEFAULT_LIMITS,
+    PROTOCOL,
+    Limits,
+    check_limits,
+    decode_body,
+    decode_header,
+    encode,
+    request_id_of,
+)
 
 if TYPE_CHECKING:
     from ._registration import Registration
@@ -58,6 +75,14 @@ logger = logging.getLogger(__name__)
 _MISSING: Any = object()
 _REGISTER_WAIT = 2.0
 """Seconds ``running()`` waits for the registry to accept the device before going on without it."""
+_HANDOFF: Final = 0.0015
+"""Seconds a method call runs inline on the thread that owns the sockets before the standby takes them over:
+long enough for a typical short call to reply with no thread hop, short enough not to delay other requests."""
+_WATCH: Final = 0.1
+"""Seconds after an inline call starts during which the standby checks every ``_TICK`` seconds instead of
+sleeping until woken: waking it for every call would cost two context switches per call (9 instead of 4)."""
+_TICK: Final = 0.005
+"""How often a watching standby looks for an inline call; a takeover comes at most ``_TICK + _HANDOFF`` late."""
 
 
 def _differs(old: Any, new: Any) -> bool:
@@ -150,14 +175,20 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         name: str | None = None,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveServer | None = None,
+        registry_curve: CurveClient | None = None,
     ) -> None:
         """Serve on ``address`` until ``stop()``, SIGINT or SIGTERM.
 
         With ``name`` (or ``registry``) the device registers with the registry at
         ``registry`` (default: ``$ZIDL_REGISTRY``, else ``tcp://127.0.0.1:5555``) under
         ``name`` (default: the interface name in lower case) and stays registered.
+        ``curve`` switches CurveZMQ on (requests and signals; the registry hands out its
+        public key); ``registry_curve`` reaches a registry that has Curve on.
         """
-        engine = self._zidl_start(address, heartbeat, limits, self._zidl_registration(registry, name))
+        engine = self._zidl_start(
+            address, heartbeat, limits, self._zidl_registration(registry, name), curve, registry_curve
+        )
         previous: dict[signals.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
 
@@ -184,12 +215,16 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         name: str | None = None,
         heartbeat: Heartbeat = DEFAULT_HEARTBEAT,
         limits: Limits = DEFAULT_LIMITS,
+        curve: CurveServer | None = None,
+        registry_curve: CurveClient | None = None,
     ) -> Iterator[str]:
         """Serve in background threads for the duration of the block; yields a connectable address.
 
-        ``registry`` and ``name`` register the device as ``serve()`` does.
+        ``registry``, ``name``, ``curve`` and ``registry_curve`` work as in ``serve()``.
         """
-        engine = self._zidl_start(address, heartbeat, limits, self._zidl_registration(registry, name))
+        engine = self._zidl_start(
+            address, heartbeat, limits, self._zidl_registration(registry, name), curve, registry_curve
+        )
         try:
             if engine.registration is not None and not engine.registered.wait(_REGISTER_WAIT):
                 logger.warning("not registered with %s yet; serving on and retrying", engine.registration.registry_url)
@@ -220,15 +255,21 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         return engine.address if engine is not None else None
 
     def _zidl_start(
-        self, address: str, heartbeat: Heartbeat, limits: Limits, register: tuple[str, str] | None = None
+        self,
+        address: str,
+        heartbeat: Heartbeat,
+        limits: Limits,
+        register: tuple[str, str] | None = None,
+        curve: CurveServer | None = None,
+        registry_curve: CurveClient | None = None,
     ) -> _Engine:
         self._zidl_setup()
         with self.__dict__["_zidl_lock"]:
             if self.__dict__["_zidl_engine"] is not None:
                 raise ZidlError(f"{type(self).__name__} is already serving on {self.address}")
-            engine = _Engine(self, address, heartbeat, limits)
+            engine = _Engine(self, address, heartbeat, limits, curve)
             if register is not None:
-                engine.register(*register)
+                engine.register(*register, curve=registry_curve)
             self.__dict__["_zidl_engine"] = engine
         engine.start()
         return engine
@@ -244,24 +285,56 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
 
 
 class _Engine:
-    """The sockets and threads of one running server."""
+    """The sockets and threads of one running server.
 
-    def __init__(self, server: Server, address: str, heartbeat: Heartbeat, limits: Limits) -> None:
+    Two threads run ``_serve``. At any moment one of them, the leader, owns the
+    sockets: only it polls, receives and sends. The other stands by. The leader runs
+    a serial method call inline and replies directly. If the call is still running
+    ``_HANDOFF`` seconds after it started (or the engine is stopping), the standby
+    takes the sockets over and becomes the leader; the deposed thread, when its call
+    returns, queues the reply in the outbox for the new leader, then runs the calls
+    that arrived meanwhile (the backlog, in arrival order, replying through the
+    outbox), then stands by.
+
+    Why this is race-free: ``leader``, ``inline``, ``serial_busy``, ``backlog`` and
+    the standby's bookkeeping change only under ``turn``. A takeover needs ``inline``
+    set, and the leader clears it, under ``turn``, as its call returns: either the
+    leader clears it first, stays leader and replies directly, or the standby took
+    over first, and the deposed thread sees ``leader`` is no longer itself and
+    touches no socket again. A leader that is not inside an inline call cannot be
+    deposed, so it may read ``leader`` without the lock. Acquiring and releasing
+    ``turn`` is a full memory barrier, which is what libzmq asks for before a socket
+    changes threads. Messages queued by a thread that does not own the sockets are
+    put in the outbox first and the owner is woken after, and a new leader flushes
+    the outbox before it polls, so nothing queued around a takeover is left behind.
+    Serial calls keep their order: while one runs (``serial_busy``), later ones
+    wait in the backlog, which only the thread that ran the earlier call empties.
+    """
+
+    def __init__(
+        self, server: Server, address: str, heartbeat: Heartbeat, limits: Limits, curve: CurveServer | None = None
+    ) -> None:
         self.server = server
         self.table = server._zidl_table()
         self.interface = self.table.interface
         self.limits = limits
+        self.curve = curve
+        self.grant: Grant | None = None
         self.router = make_socket(zmq.ROUTER, heartbeat)
         self.xpub = make_socket(zmq.XPUB)
         try:
             with zmq_errors(f"serving on {address}"):
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
                 self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+                if curve is not None:
+                    self.grant = curve.secure(self.router, self.xpub)
             self.address = bind(self.router, address)
             self.pub_address = bind(self.xpub, signal_address(self.address))
         except BaseException:
             self.router.close(linger=0)
             self.xpub.close(linger=0)
+            if self.grant is not None:
+                self.grant.close()
             raise
         # what the wire may reach: built from the description, never from a received name
         self.methods = {m.name: (m, getattr(server, m.name)) for m in self.interface.methods}
@@ -269,18 +342,25 @@ class _Engine:
         self.hello = {"interface": self.interface.to_dict(), "signals": self.pub_address, "protocol": PROTOCOL}
         self.outbox: queue.SimpleQueue[tuple[bytes | None, list[Any]]] = queue.SimpleQueue()
         self.waker = Waker()
-        self.serial: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zidl-pool")
         self.sequence: dict[str, int] = {}
         self.publish_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.stopped = threading.Event()
         self.registration: Registration | None = None
         self.registered = threading.Event()
-        self.io = threading.Thread(target=self._io, name="zidl-io", daemon=True)
-        self.worker = threading.Thread(target=self._work, name="zidl-worker", daemon=True)
+        self.poller = zmq.Poller()
+        self.threads = [threading.Thread(target=self._serve, name=f"zidl-io-{n}", daemon=True) for n in (1, 2)]
+        # the handoff state, guarded by ``turn`` (see the class docstring)
+        self.turn = threading.Condition(threading.Lock())
+        self.leader = self.threads[0]
+        self.inline: float | None = None
+        """When the serial call the leader runs inline started (monotonic), or None."""
+        self.serial_busy = False
+        self.backlog: deque[tuple[bytes, Callable[[], list[Any] | None]]] = deque()
+        self.standby_asleep = False
+        self.watch_until = 0.0
 
-    def register(self, registry: str, name: str) -> None:
+    def register(self, registry: str, name: str, curve: CurveClient | None = None) -> None:
         """Keep the device registered as ``name`` while serving (driven by the I/O thread)."""
         from ._registration import Registration
 
@@ -292,15 +372,23 @@ class _Engine:
             self.interface.hash,
             self.address,
             on_accepted=lambda accepted: self.registered.set(),
+            public_key=self.curve.public_key if self.curve is not None else None,
+            curve=curve,
         )
 
     def start(self) -> None:
-        self.worker.start()
-        self.io.start()
+        for sock in (self.router, self.xpub, self.waker.fileno()):
+            self.poller.register(sock, zmq.POLLIN)
+        if self.registration is not None:
+            self.poller.register(self.registration.socket, zmq.POLLIN)
+        for thread in self.threads:
+            thread.start()
 
     def request_stop(self) -> None:
         self.stopping.set()
         self.waker.wake()
+        with self.turn:
+            self.turn.notify_all()
 
     def wait(self) -> None:
         while not self.stopping.wait(0.5):
@@ -308,87 +396,138 @@ class _Engine:
 
     def close(self) -> None:
         self.request_stop()
-        if self.io is not threading.current_thread():
-            self.io.join()
-        self.serial.put(None)
-        if self.worker is not threading.current_thread():
-            self.worker.join()
+        for thread in self.threads:
+            if thread is not threading.current_thread():
+                thread.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.waker.close()
+        if self.grant is not None:
+            self.grant.close()  # after the threads closed the sockets
 
-    # --- the I/O thread ---------------------------------------------------------------------------
+    # --- the two engine threads ---------------------------------------------------------------------
 
-    def _io(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        poller.register(self.xpub, zmq.POLLIN)
-        poller.register(self.waker.fileno(), zmq.POLLIN)
+    def _serve(self) -> None:
+        """What both engine threads run: lead while owning the sockets, otherwise stand by."""
+        me = threading.current_thread()
+        while self._stand_by(me):
+            self._lead(me)
+            if self.leader is me:  # stopping: the owner closes the sockets
+                self._close_sockets()
+                return
+            self._drain_backlog()
+
+    def _stand_by(self, me: threading.Thread) -> bool:
+        """Wait until this thread owns the sockets (True), or the engine stops while the leader polls (False)."""
+        with self.turn:
+            while self.leader is not me:
+                started = self.inline
+                now = time.monotonic()
+                if started is None:
+                    if self.stopping.is_set():
+                        return False
+                    if now < self.watch_until:
+                        self.turn.wait(_TICK)
+                    else:
+                        self.standby_asleep = True
+                        self.turn.wait()
+                        self.standby_asleep = False
+                elif self.stopping.is_set() or now - started >= _HANDOFF:
+                    self.leader = me
+                    self.inline = None
+                else:
+                    self.turn.wait(started + _HANDOFF - now)
+        return True
+
+    def _lead(self, me: threading.Thread) -> None:
+        """Serve the sockets until the engine stops or the standby takes them over during an inline call."""
         registration = self.registration
-        if registration is not None:
-            poller.register(registration.socket, zmq.POLLIN)
         try:
-            while not self.stopping.is_set():
+            while self.leader is me and not self.stopping.is_set():
+                self._flush()
                 wait = None if registration is None else int(min(registration.tick(), 3600.0) * 1000) + 1
-                ready = dict(poller.poll(wait))
+                ready = dict(self.poller.poll(wait))
                 try:
                     if registration is not None and registration.socket in ready:
                         registration.handle_readable()
                     if self.waker.fileno() in ready:
                         self.waker.drain()
                     if self.router in ready:
-                        self._requests()
-                    if self.xpub in ready:
+                        self._requests(me)
+                    if self.xpub in ready and self.leader is me:
                         self._subscriptions()
-                    self._flush()
                 except zmq.ContextTerminated:
                     raise
                 except Exception:  # one bad message never stops the server
                     logger.exception("the I/O thread of %s met an error; serving on", self.interface.name)
         except Exception:
             logger.exception("the I/O thread of %s failed", self.interface.name)
-        finally:
             self.stopping.set()
-            if registration is not None:
-                registration.close()
-            self.router.close(linger=0)
-            self.xpub.close(linger=0)
-            self.stopped.set()
+
+    def _close_sockets(self) -> None:
+        self.stopping.set()
+        if self.registration is not None:
+            self.registration.close()
+        self.router.close(linger=0)
+        self.xpub.close(linger=0)
+
+    def _drain_backlog(self) -> None:
+        """In a deposed thread: run the serial calls that arrived during its call, in order, then stand by."""
+        while True:
+            with self.turn:
+                if not self.backlog:
+                    self.serial_busy = False
+                    return
+                identity, job = self.backlog.popleft()
+            self._run_elsewhere(identity, job)
 
     def _flush(self) -> None:
-        while True:
-            try:
-                identity, frames = self.outbox.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if identity is None:
-                    send_frames(self.xpub, frames, zmq.NOBLOCK)
-                else:
-                    send_frames(self.router, [identity, *frames], zmq.NOBLOCK)
-            except zmq.Again:
-                logger.warning("dropped a message: the peer is not reading (high-water mark)")
-            except zmq.ZMQError as exc:
-                logger.warning("could not send a message: %s", exc)
+        while not self.outbox.empty():
+            identity, frames = self.outbox.get_nowait()
+            if identity is None:
+                self._send(self.xpub, frames)
+            else:
+                self._send(self.router, [identity, *frames])
 
-    def _requests(self) -> None:
+    def _send(self, sock: zmq.Socket[bytes], frames: list[Any]) -> None:
+        try:
+            send_frames(sock, frames, zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("dropped a message: the peer is not reading (high-water mark)")
+        except zmq.ZMQError as exc:
+            logger.warning("could not send a message: %s", exc)
+
+    def _requests(self, me: threading.Thread) -> None:
         for _ in range(100):  # then let the outbox and the publisher have a turn
             try:
                 frames = recv_frames(self.router, copied=2, flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
-                self._request(frames)
+                self._request(me, frames)
             except Exception:
                 logger.exception("a request could not be handled")
+            if self.leader is not me:
+                return
+
+    def _answer(self, identity: bytes, frames: list[Any]) -> None:
+        """Send a reply from any thread: at once from the socket owner, else through the outbox."""
+        if self.leader is threading.current_thread():
+            self._flush()  # what the call emitted goes first, as it would through the outbox
+            self._send(self.router, [identity, *frames])
+        else:
+            self.outbox.put((identity, frames))
+            self.waker.wake()
+
+    def _run_elsewhere(self, identity: bytes, job: Callable[[], list[Any] | None]) -> None:
+        """Run a call on a thread that does not own the sockets; its reply goes through the outbox."""
+        frames = job()
+        if frames is not None:
+            self._answer(identity, frames)
 
     def _reply(
         self, identity: bytes, request_id: Any, *, result: Any = None, error: dict[str, Any] | None = None
     ) -> None:
-        """Queue a reply from any thread; the I/O thread sends it."""
-        frames = self._reply_frames(request_id, result, error)
-        self.outbox.put((identity, frames))
-        if threading.current_thread() is not self.io:
-            self.waker.wake()
+        self._answer(identity, self._reply_frames(request_id, result, error))
 
     def _reply_frames(self, request_id: Any, result: Any, error: dict[str, Any] | None) -> list[Any]:
         if error is not None:
@@ -408,7 +547,7 @@ class _Engine:
             error = {"kind": "remote", "type": "SerializationError", "message": f"the result could not be sent: {exc}"}
             return encode({"v": PROTOCOL, "id": request_id, "k": "err"}, error)
 
-    def _request(self, frames: list[Any]) -> None:
+    def _request(self, me: threading.Thread, frames: list[Any]) -> None:
         identity = frames[0]
         if len(frames) < 2:
             return
@@ -419,12 +558,14 @@ class _Engine:
             request_id = header.get("id")
             body = decode_body(header, frames[1:])
         except ProtocolError as exc:
+            if request_id is None:
+                request_id = request_id_of(frames[1])
             self._reply(identity, request_id, error=describe_protocol(str(exc)))
             return
         kind = header.get("k")
         name = header.get("n")
         if kind == "call":
-            self._call(identity, request_id, name, body, header.get("t"))
+            self._call(me, identity, request_id, name, body, header.get("t"))
         elif kind == "get":
             self._get(identity, request_id, name)
         elif kind == "set":
@@ -434,7 +575,7 @@ class _Engine:
         else:
             self._reply(identity, request_id, error=describe_protocol(f"unknown request kind {kind!r}"))
 
-    def _call(self, identity: bytes, request_id: Any, name: Any, args: Any, timeout: Any) -> None:
+    def _call(self, me: threading.Thread, identity: bytes, request_id: Any, name: Any, args: Any, timeout: Any) -> None:
         entry = self.methods.get(name) if isinstance(name, str) else None
         if entry is None:
             self._reply(identity, request_id, error=describe_protocol(f"{self.interface.name} has no method {name!r}"))
@@ -444,14 +585,33 @@ class _Engine:
             return
         spec, implementation = entry
         deadline = time.monotonic() + timeout if isinstance(timeout, int | float) and timeout >= 0 else None
-
-        def run() -> None:
-            self._run_call(identity, request_id, spec.name, spec.oneway, implementation, args, deadline)
-
+        job = functools.partial(self._run_call, request_id, spec, implementation, args, deadline)
         if spec.concurrent:
-            self.pool.submit(run)
+            self.pool.submit(self._run_elsewhere, identity, job)
         else:
-            self.serial.put(run)
+            self._serial(me, identity, job)
+
+    def _serial(self, me: threading.Thread, identity: bytes, job: Callable[[], list[Any] | None]) -> None:
+        """Run a serial call inline, or put it in the backlog when another one is running."""
+        with self.turn:
+            if self.serial_busy:
+                self.backlog.append((identity, job))
+                return
+            self.serial_busy = True
+            self.inline = now = time.monotonic()
+            self.watch_until = now + _WATCH
+            if self.standby_asleep:
+                self.turn.notify()
+        frames = None
+        try:
+            frames = job()
+        finally:
+            with self.turn:
+                if self.leader is me:  # not deposed: nobody else polled, so the backlog is empty
+                    self.inline = None
+                    self.serial_busy = False
+        if frames is not None:
+            self._answer(identity, frames)
 
     def _get(self, identity: bytes, request_id: Any, name: Any) -> None:
         if not isinstance(name, str) or name not in self.table.properties:
@@ -490,65 +650,52 @@ class _Engine:
             self.sequence[name] = seq
             frames = encode({"v": PROTOCOL, "k": "sig", "n": name, "s": seq}, values)
             self.outbox.put((None, [topic(name), *frames]))
-        if threading.current_thread() is not self.io:
+        # checked after the put: a leader deposed meanwhile left it to the new one, which flushes first
+        if self.leader is not threading.current_thread():
             self.waker.wake()
-
-    def _work(self) -> None:
-        while True:
-            job = self.serial.get()
-            if job is None:
-                return
-            job()
 
     def _run_call(
         self,
-        identity: bytes,
         request_id: Any,
-        name: str,
-        oneway: bool,
+        spec: MethodSpec,
         implementation: Callable[..., Any],
         args: dict[str, Any],
         deadline: float | None,
-    ) -> None:
+    ) -> list[Any] | None:
+        """Run one call on this thread; the frames of its reply, or None when nothing is to be sent."""
+        name, oneway = spec.name, spec.oneway
         if self.stopping.is_set():
-            return
+            return None
+        error: dict[str, Any]
         if deadline is not None and time.monotonic() > deadline:
             logger.info("%s not started: its caller's deadline passed while it was queued", name)
-            if not oneway:
-                self._reply(
-                    identity, request_id, error={"kind": "expired", "message": f"{name} not started: deadline passed"}
-                )
-            return
-        try:
-            values = self.table.validate_args(name, args)
-        except ValidationError as exc:
-            if not oneway:
-                self._reply(identity, request_id, error=describe_validation(exc))
-            return
-        try:
-            result = implementation(**values)
-        except Exception as exc:
-            logger.info("%s raised %s: %s", name, type(exc).__name__, exc)
-            if not oneway:
-                self._reply(identity, request_id, error=self._describe(exc))
-            return
-        if oneway:
-            return
-        try:
-            result = self.table.results[name].validate_python(result)
-        except ValidationError as exc:
-            logger.error("%s returned a value that does not match its declared type: %s", name, exc)
-            self._reply(
-                identity,
-                request_id,
-                error={
-                    "kind": "remote",
-                    "type": "ResultValidationError",
-                    "message": f"{name} returned a value that does not match its declared type: {exc}",
-                },
-            )
-            return
-        self._reply(identity, request_id, result=result)
+            error = {"kind": "expired", "message": f"{name} not started: deadline passed"}
+        else:
+            try:
+                values = self.table.validate_args(name, args)
+            except ValidationError as exc:
+                error = describe_validation(exc)
+            else:
+                try:
+                    result = implementation(**values)
+                except Exception as exc:
+                    logger.info("%s raised %s: %s", name, type(exc).__name__, exc)
+                    error = self._describe(exc)
+                else:
+                    if oneway:
+                        return None
+                    try:
+                        result = self.table.results[name].validate_python(result)
+                    except ValidationError as exc:
+                        logger.error("%s returned a value that does not match its declared type: %s", name, exc)
+                        error = {
+                            "kind": "remote",
+                            "type": "ResultValidationError",
+                            "message": f"{name} returned a value that does not match its declared type: {exc}",
+                        }
+                    else:
+                        return self._reply_frames(request_id, result, None)
+        return None if oneway else self._reply_frames(request_id, None, error)
 
     def _run_set(self, identity: bytes, request_id: Any, name: str, value: Any) -> None:
         try:
