@@ -34,7 +34,7 @@ from ._transport import (
     recv_frames,
     send_frames,
     substitute_host,
-    zmq_errors,
+    translate,
 )
 from ._validation import Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
@@ -382,16 +382,20 @@ class Client:
     def _request(self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False) -> Any:
         while True:
             connection = self._connection()
-            where = f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
             with connection.busy:
                 try:
-                    with zmq_errors(where):
-                        return self._exchange(connection, kind, name, body, timeout, oneway, where)
+                    return self._exchange(connection, kind, name, body, timeout, oneway)
                 except _Moved:
                     continue  # not sent: send it to where the device is now
+                except zmq.ZMQError as exc:
+                    raise translate(exc, self._where(kind, name)) from exc
                 finally:
                     if connection.closed:
                         connection.close_sockets()
+
+    def _where(self, kind: str, name: str | None) -> str:
+        """A request as error messages name it; made only when one is needed."""
+        return f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
 
     def _exchange(
         self,
@@ -401,7 +405,6 @@ class Client:
         body: Any,
         timeout: float | None,
         oneway: bool,
-        where: str,
     ) -> Any:
         request_id = next(self._ids)
         header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}
@@ -410,13 +413,13 @@ class Client:
         frames = encode(header, body)
         deadline = None if timeout is None else time.monotonic() + timeout
         connection.monitor.drain()  # forget what happened between calls
-        self._send(connection, frames, deadline, timeout, where, follow=kind != "hello")
+        self._send(connection, frames, deadline, timeout, kind, name)
         if oneway:
             return None
         while True:
             wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if wait <= 0:
-                raise CallTimeout(f"{where}: no reply within {timeout} s")
+                raise CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s")
             ready = dict(connection.poller.poll(int(wait * 1000) + 1))
             if connection.socket in ready:
                 while True:
@@ -426,13 +429,16 @@ class Client:
                         break
                     header, result = decode(reply, self._limits)
                     if header.get("id") != request_id:
-                        logger.debug("%s: dropped a late reply (id %s)", where, header.get("id"))
+                        logger.debug("%s: dropped a late reply (id %s)", self._where(kind, name), header.get("id"))
                         continue
-                    return _outcome(header, result, self._tables, where)
+                    if header.get("k") == "ok":
+                        return result
+                    return _outcome(header, result, self._tables, self._where(kind, name))
             if connection.monitor.socket in ready and connection.monitor.drain():
+                where = self._where(kind, name)
                 raise ConnectionLost(f"{where}: the connection to {connection.address} was lost during the call")
             if connection.closed:
-                raise ClientClosed(f"{where}: the client was closed during the call")
+                raise ClientClosed(f"{self._where(kind, name)}: the client was closed during the call")
 
     def _send(
         self,
@@ -440,9 +446,8 @@ class Client:
         frames: list[Any],
         deadline: float | None,
         timeout: float | None,
-        where: str,
-        *,
-        follow: bool = True,
+        kind: str,
+        name: str | None,
     ) -> None:
         ask_again = time.monotonic() + (self._timeout if self._timeout is not None else DEFAULT_TIMEOUT)
         while True:
@@ -451,6 +456,7 @@ class Client:
                 return
             except zmq.Again:
                 pass  # not connected (yet): messages only go to a completed connection
+            where = self._where(kind, name)
             wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if wait <= 0:
                 raise CallTimeout(f"{where}: {connection.address} could not be reached within {timeout} s")
@@ -460,7 +466,7 @@ class Client:
                 raise AuthenticationFailed(f"{where}: {connection.address}: {connection.monitor.refused}")
             if connection.closed:
                 raise ClientClosed(f"{where}: the client was closed during the call")
-            if follow and self._resolve is not None and time.monotonic() > ask_again:
+            if kind != "hello" and self._resolve is not None and time.monotonic() > ask_again:
                 if self._moved(connection):
                     raise _Moved
                 ask_again = time.monotonic() + (self._timeout if self._timeout is not None else DEFAULT_TIMEOUT)

@@ -452,7 +452,7 @@ class _Engine:
                     if self.waker.fileno() in ready:
                         self.waker.drain()
                     if self.router in ready:
-                        self._requests(me)
+                        self._request_one(me)
                     if self.xpub in ready and self.leader is me:
                         self._subscriptions()
                 except zmq.ContextTerminated:
@@ -496,18 +496,17 @@ class _Engine:
         except zmq.ZMQError as exc:
             logger.warning("could not send a message: %s", exc)
 
-    def _requests(self, me: threading.Thread) -> None:
-        for _ in range(100):  # then let the outbox and the publisher have a turn
-            try:
-                frames = recv_frames(self.router, copied=2, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                self._request(me, frames)
-            except Exception:
-                logger.exception("a request could not be handled")
-            if self.leader is not me:
-                return
+    def _request_one(self, me: threading.Thread) -> None:
+        """Handle the one request the poll said is waiting; the next poll (level-triggered) finds the others.
+
+        Asking for more before polling again would cost as much as the poll: a read that
+        finds nothing raises ``zmq.Again`` (about 5 us), asking ``EVENTS`` about 3 us.
+        """
+        frames = recv_frames(self.router, copied=2, flags=zmq.NOBLOCK)
+        try:
+            self._request(me, frames)
+        except Exception:
+            logger.exception("a request could not be handled")
 
     def _answer(self, identity: bytes, frames: list[Any]) -> None:
         """Send a reply from any thread: at once from the socket owner, else through the outbox."""

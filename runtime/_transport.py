@@ -70,13 +70,18 @@ def zmq_errors(what: str) -> Iterator[None]:
     try:
         yield
     except zmq.ZMQError as exc:
-        if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
-            raise ClientClosed(f"{what}: the socket is closed") from exc
-        if exc.errno == errno.EADDRINUSE:
-            raise ZidlError(f"{what}: the address is already in use") from exc
-        if exc.errno in (errno.EINVAL, errno.EPROTONOSUPPORT, errno.ENODEV, zmq.EPROTONOSUPPORT):
-            raise ZidlError(f"{what}: not a usable address ({exc.strerror})") from exc
-        raise ZidlError(f"{what}: {exc.strerror}") from exc
+        raise translate(exc, what) from exc
+
+
+def translate(exc: zmq.ZMQError, what: str) -> ZidlError:
+    """The zidl error for ``exc``, met while doing ``what`` (for a hot path, where a ``with`` block costs too much)."""
+    if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+        return ClientClosed(f"{what}: the socket is closed")
+    if exc.errno == errno.EADDRINUSE:
+        return ZidlError(f"{what}: the address is already in use")
+    if exc.errno in (errno.EINVAL, errno.EPROTONOSUPPORT, errno.ENODEV, zmq.EPROTONOSUPPORT):
+        return ZidlError(f"{what}: not a usable address ({exc.strerror})")
+    return ZidlError(f"{what}: {exc.strerror}")
 
 
 def make_socket(kind: int, heartbeat: Heartbeat | None = None) -> Socket:
@@ -166,14 +171,14 @@ class Monitor:
         """Why the last security handshake failed, until one succeeds."""
 
     def drain(self) -> bool:
-        """Read every pending event; True when a disconnect was among them."""
+        """Read every pending event; True when a disconnect was among them (cheap when there is none)."""
         lost = False
         while True:
             try:
+                if not readable(self.socket):
+                    return lost
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return lost
-            except zmq.ZMQError:
+            except zmq.ZMQError:  # closed under us
                 return lost
             message = parse_monitor_message(frames)
             event = message["event"]
@@ -195,6 +200,17 @@ class Monitor:
 # --- multipart I/O ---------------------------------------------------------------------------
 
 
+# plain ints: combining pyzmq's flag enums runs Python code (IntFlag.__or__, __rand__) on every message
+_POLLIN: Final = int(zmq.POLLIN)
+_SNDMORE: Final = int(zmq.SNDMORE)
+
+
+def readable(sock: Socket) -> bool:
+    """Whether a message waits on ``sock``: cheaper to ask than to catch the ``zmq.Again`` of a read that finds none."""
+    events: int = sock.getsockopt(zmq.EVENTS)  # type: ignore[assignment]  # an int option
+    return bool(events & _POLLIN)
+
+
 def recv_frames(sock: Socket, copied: int = 1, flags: int = 0) -> list[Any]:
     """One message: the first ``copied`` frames (identity, topic, header: small) copied, the value frames not."""
     frames: list[Any] = [sock.recv(flags)]
@@ -204,8 +220,15 @@ def recv_frames(sock: Socket, copied: int = 1, flags: int = 0) -> list[Any]:
 
 
 def send_frames(sock: Socket, frames: list[Any], flags: int = 0) -> None:
-    """Send a message; frames above pyzmq's copy threshold go without a copy."""
-    sock.send_multipart(frames, flags, copy=False)
+    """Send a message; frames above pyzmq's copy threshold go without a copy.
+
+    Frame by frame with plain int flags: ``send_multipart`` took 4.6 us against 1.8 us
+    for an identity and a small header.
+    """
+    flags = int(flags)
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        sock.send(frame, flags | _SNDMORE if index < last else flags, copy=False)
 
 
 class Waker:
