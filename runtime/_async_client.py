@@ -34,7 +34,10 @@ from ._transport import (
     Socket,
     handshake_failure,
     make_dealer,
-    zmq_errors,
+    readable,
+    recv_frames,
+    send_frames,
+    translate,
 )
 from ._validation import Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
@@ -310,25 +313,29 @@ class AsyncClient:
             self._tables = tables(theirs)
             self._make_members(theirs)
 
-    def _ensure_socket(self) -> zmq.asyncio.Socket:
+    def _ensure_socket(self) -> tuple[Socket, zmq.asyncio.Socket]:
+        """The DEALER, made on first use: as a plain socket (to send and read what is there) and for awaiting."""
         if self._closed:
             raise ClientClosed(f"{self._what()} is closed")
-        if self._socket is None:
+        if self._sync is None or self._socket is None:
             self._sync, self._monitor = make_dealer(self._address, self._heartbeat, self._curve)
             self._socket = zmq.asyncio.Socket.from_socket(self._sync)
             self._monitor_socket = zmq.asyncio.Socket.from_socket(self._monitor.socket)
             loop = asyncio.get_running_loop()
             self._tasks = [
-                loop.create_task(self._read(self._socket)),
+                loop.create_task(self._read(self._sync, self._socket)),
                 loop.create_task(self._watch(self._monitor_socket)),
             ]
-        return self._socket
+        return self._sync, self._socket
+
+    def _where(self, kind: str, name: str | None) -> str:
+        """A request as error messages name it; made only when one is needed."""
+        return f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
 
     async def _request(
         self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False
     ) -> Any:
-        where = f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
-        socket = self._ensure_socket()
+        sync, socket = self._ensure_socket()
         request_id = next(self._ids)
         header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}
         if timeout is not None:
@@ -339,26 +346,46 @@ class AsyncClient:
         sent = False
         try:
             async with asyncio.timeout(timeout):
-                with zmq_errors(where):
-                    await self._send(socket, frames, reply)
+                try:
+                    await self._send(sync, socket, frames, reply)
+                except zmq.ZMQError as exc:
+                    raise translate(exc, self._where(kind, name)) from exc
                 sent = True
                 if oneway:
                     return None
                 self._in_flight.add(request_id)
                 header, result = await reply
         except TimeoutError:
+            where = self._where(kind, name)
             if sent:
                 raise CallTimeout(f"{where}: no reply within {timeout} s") from None
             raise CallTimeout(f"{where}: {self._address} could not be reached within {timeout} s") from None
         finally:
             self._pending.pop(request_id, None)
             self._in_flight.discard(request_id)
-        return _outcome(header, result, self._tables, where)
+        if header.get("k") == "ok":
+            return result
+        return _outcome(header, result, self._tables, self._where(kind, name))
 
     async def _send(
-        self, socket: zmq.asyncio.Socket, frames: list[Any], reply: asyncio.Future[tuple[dict[str, Any], Any]]
+        self,
+        sync: Socket,
+        socket: zmq.asyncio.Socket,
+        frames: list[Any],
+        reply: asyncio.Future[tuple[dict[str, Any], Any]],
     ) -> None:
-        """Send once connected; a refused handshake (``_watch`` fails ``reply``) ends the wait at once."""
+        """Send once connected; a refused handshake (``_watch`` fails ``reply``) ends the wait at once.
+
+        A connected socket takes the message at once: sent on the plain socket, it costs
+        no future of zmq.asyncio's (which cost more than the rest of a pipelined call).
+        """
+        try:
+            send_frames(sync, frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # not connected yet, or at the high-water mark: wait for it
+        else:
+            self._take_replies(sync)
+            return
         sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future already: no task
         if sending.done():
             sending.result()
@@ -372,22 +399,36 @@ class AsyncClient:
             reply.result()  # raises why the connection was refused
         sending.result()
 
-    async def _read(self, socket: zmq.asyncio.Socket) -> None:
+    async def _read(self, sync: Socket, socket: zmq.asyncio.Socket) -> None:
+        """Await a reply, then take every reply already waiting from the plain socket, without a future each."""
         while True:
             try:
-                frames: list[Any] = await socket.recv_multipart(copy=False)
+                self._resolve(await socket.recv_multipart(copy=False))
+                self._take_replies(sync)
             except zmq.ZMQError:
                 return
-            try:
-                header, body = decode(frames, self._limits)
-            except Exception:
-                logger.exception("%s: dropped a reply that could not be read", self._what())
-                continue
-            reply = self._pending.get(header.get("id"))  # type: ignore[arg-type]
-            if reply is None or reply.done():
-                logger.debug("%s: dropped a late reply (id %s)", self._what(), header.get("id"))
-                continue
-            reply.set_result((header, body))
+
+    def _take_replies(self, sync: Socket) -> None:
+        """Resolve every reply waiting on the plain socket.
+
+        Also called after each send on it: the socket's file descriptor is edge-triggered,
+        and a send may consume the notice that a reply arrived, which zmq.asyncio (not
+        having made the send) would never see. Reading until nothing is left re-arms it.
+        """
+        while readable(sync):
+            self._resolve(recv_frames(sync, flags=zmq.NOBLOCK))
+
+    def _resolve(self, frames: list[Any]) -> None:
+        try:
+            header, body = decode(frames, self._limits)
+        except Exception:
+            logger.exception("%s: dropped a reply that could not be read", self._what())
+            return
+        reply = self._pending.get(header.get("id"))  # type: ignore[arg-type]
+        if reply is None or reply.done():
+            logger.debug("%s: dropped a late reply (id %s)", self._what(), header.get("id"))
+            return
+        reply.set_result((header, body))
 
     async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
         while True:
