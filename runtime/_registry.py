@@ -36,6 +36,7 @@ from typing import Any, Final
 import zmq
 
 from ._security import CurveClient, CurveServer, Grant, is_key
+from ._transport import bind
 
 __all__ = [
     "DEFAULT_REGISTRY",
@@ -160,19 +161,6 @@ class _Pending:
     request_id: Any
     fields: dict[str, Any]
     probes: dict[str, _Probe] = field(default_factory=dict)
-
-
-def _bind(sock: zmq.Socket[bytes], endpoint: str, patience: float = 1.0) -> None:
-    """Bind, waiting a moment for a port that a registry just closed in this process (libzmq closes late)."""
-    give_up = time.monotonic() + patience
-    while True:
-        try:
-            sock.bind(endpoint)
-            return
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EADDRINUSE or time.monotonic() > give_up:
-                raise
-            time.sleep(0.02)
 
 
 def _candidates(name: str) -> Iterator[str]:
@@ -327,10 +315,10 @@ class Registry:
         self._router, self._pub = router, pub
         if self.curve is not None:
             self._grant = self.curve.secure(router, pub)
-        _bind(router, self.bind)
+        bind(router, self.bind)
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._address = connectable(endpoint)
-        _bind(pub, self.events_bind or self._default_events_bind(endpoint))
+        bind(pub, self.events_bind or self._default_events_bind(endpoint))
         self._events_bound = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._events_address = connectable(self._events_bound)
         self._poller.register(router, zmq.POLLIN)

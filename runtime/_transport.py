@@ -12,6 +12,7 @@ import contextlib
 import errno
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -114,11 +115,23 @@ def make_dealer(address: str, heartbeat: Heartbeat, curve: CurveClient | None = 
     return sock, monitor
 
 
-def bind(sock: Socket, address: str) -> str:
-    """Bind ``sock`` to ``address`` and return the endpoint actually bound (port 0 resolved)."""
+def bind(sock: Socket, address: str, patience: float = 1.0) -> str:
+    """Bind ``sock`` to ``address`` and return the endpoint actually bound (port 0 resolved).
+
+    A port that this process closed a moment ago may still be held (libzmq closes
+    sockets in its own thread), so an address in use is retried for ``patience``
+    seconds: a server restarted on the same address comes back.
+    """
+    give_up = time.monotonic() + patience
     with zmq_errors(f"binding to {address}"):
-        sock.bind(address)
-        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        while True:
+            try:
+                sock.bind(address)
+                return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > give_up:
+                    raise
+                time.sleep(0.02)
 
 
 def signal_address(bound: str) -> str:
