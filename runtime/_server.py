@@ -82,6 +82,10 @@ _WATCH: Final = 0.1
 """Seconds after an inline call starts during which the standby checks every ``_TICK`` seconds instead of
 sleeping until woken: waking it for every call would cost two context switches per call (9 instead of 4)."""
 _TICK: Final = 0.005
+_SIGNAL_HWM: Final = 10_000
+"""Emissions queued per subscriber before the publisher drops (libzmq's default is 1000): a burst from a call
+that runs inline reaches the publisher faster than a subscriber's Python callbacks take it, and 1000 lost some
+of a 10,000-emission burst at 40,000/s. A stalled subscriber still loses emissions, counted by ``missed``."""
 """How often a watching standby looks for an inline call; a takeover comes at most ``_TICK + _HANDOFF`` late."""
 
 
@@ -326,6 +330,7 @@ class _Engine:
             with zmq_errors(f"serving on {address}"):
                 self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
                 self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+                self.xpub.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
                 if curve is not None:
                     self.grant = curve.secure(self.router, self.xpub)
             self.address = bind(self.router, address)
