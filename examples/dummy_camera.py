@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
     )
+    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
     parser.add_argument("--stage", default="stage", help="the stage to follow (default stage); '' follows none")
     parser.add_argument(
         "--images", type=Path, default=os.environ.get("ZIDL_CAMERA_IMAGES"), help="serve these images, cycling"
@@ -146,7 +147,7 @@ def main() -> None:
     )
     if args.stage and args.images is None:
         camera.follow_stage(args.stage, args.registry)
-    camera.serve(args.bind, registry=args.registry, name=args.name)
+    camera.serve(args.bind, registry=args.registry, name=args.name, advertise=args.advertise)
 
 
 if __name__ == "__main__":

@@ -72,10 +72,11 @@ def main() -> None:
     parser.add_argument(
         "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
     )
+    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
     parser.add_argument("--speed", type=float, default=400.0, help="mm per second (default 400)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    DummyCnc(speed=args.speed).serve(args.bind, registry=args.registry, name=args.name)
+    DummyCnc(speed=args.speed).serve(args.bind, registry=args.registry, name=args.name, advertise=args.advertise)
 
 
 if __name__ == "__main__":

@@ -183,10 +183,13 @@ def main() -> None:
     parser.add_argument(
         "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
     )
+    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
     parser.add_argument("--stage", default="stage", help="the stage to drive (default stage)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    ScanController(registry=args.registry, stage=args.stage).serve(args.bind, registry=args.registry, name=args.name)
+    ScanController(registry=args.registry, stage=args.stage).serve(
+        args.bind, registry=args.registry, name=args.name, advertise=args.advertise
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import abc
 import contextlib
 import functools
 import logging
+import math
 import os
 import queue
 import signal as signals
@@ -43,6 +44,7 @@ from ._errors import ProtocolError, ZidlError, describe_exception, describe_prot
 from ._interface import Interface, MethodSpec
 from ._security import CurveClient, CurveServer, Grant
 from ._signals import WELCOME, ServerSignal, topic
+from ._systemd import SystemdNotifier
 from ._transport import (
     DEFAULT_HEARTBEAT,
     Heartbeat,
@@ -181,18 +183,23 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         limits: Limits = DEFAULT_LIMITS,
         curve: CurveServer | None = None,
         registry_curve: CurveClient | None = None,
+        advertise: str | None = None,
     ) -> None:
         """Serve on ``address`` until ``stop()``, SIGINT or SIGTERM.
 
         With ``name`` (or ``registry``) the device registers with the registry at
         ``registry`` (default: ``$ZIDL_REGISTRY``, else ``tcp://127.0.0.1:5555``) under
-        ``name`` (default: the interface name in lower case) and stays registered.
-        ``curve`` switches CurveZMQ on (requests and signals; the registry hands out its
-        public key); ``registry_curve`` reaches a registry that has Curve on.
+        ``name`` (default: the interface name in lower case) and stays registered;
+        ``advertise`` names the host other computers reach it at (default: the address
+        the registry sees it from). ``curve`` switches CurveZMQ on (requests and
+        signals; the registry hands out its public key); ``registry_curve`` reaches a
+        registry that has Curve on. Under systemd (``NOTIFY_SOCKET`` set) it reports
+        ready once it serves and feeds the watchdog from its own loop.
         """
         engine = self._zidl_start(
-            address, heartbeat, limits, self._zidl_registration(registry, name), curve, registry_curve
+            address, heartbeat, limits, self._zidl_registration(registry, name, advertise), curve, registry_curve
         )
+        engine.notify_systemd()
         previous: dict[signals.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
 
@@ -221,13 +228,14 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         limits: Limits = DEFAULT_LIMITS,
         curve: CurveServer | None = None,
         registry_curve: CurveClient | None = None,
+        advertise: str | None = None,
     ) -> Iterator[str]:
         """Serve in background threads for the duration of the block; yields a connectable address.
 
-        ``registry``, ``name``, ``curve`` and ``registry_curve`` work as in ``serve()``.
+        ``registry``, ``name``, ``curve``, ``registry_curve`` and ``advertise`` work as in ``serve()``.
         """
         engine = self._zidl_start(
-            address, heartbeat, limits, self._zidl_registration(registry, name), curve, registry_curve
+            address, heartbeat, limits, self._zidl_registration(registry, name, advertise), curve, registry_curve
         )
         try:
             if engine.registration is not None and not engine.registered.wait(_REGISTER_WAIT):
@@ -236,7 +244,9 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         finally:
             self._zidl_stop_engine(engine)
 
-    def _zidl_registration(self, registry: str | None, name: str | None) -> tuple[str, str] | None:
+    def _zidl_registration(
+        self, registry: str | None, name: str | None, advertise: str | None
+    ) -> tuple[str, str, str | None] | None:
         if registry is None and name is None:
             return None
         from ._registry import DEFAULT_REGISTRY
@@ -244,6 +254,7 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         return (
             registry or os.environ.get("ZIDL_REGISTRY") or DEFAULT_REGISTRY,
             name or self._zidl_table().interface.name.lower(),
+            advertise,
         )
 
     def stop(self) -> None:
@@ -258,12 +269,20 @@ class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abst
         engine: _Engine | None = self.__dict__.get("_zidl_engine")
         return engine.address if engine is not None else None
 
+    @property
+    def registered_name(self) -> str | None:
+        """The name the registry accepted (``cam-1`` when ``cam`` was taken), else None."""
+        engine: _Engine | None = self.__dict__.get("_zidl_engine")
+        if engine is None or engine.registration is None:
+            return None
+        return engine.registration.accepted_name
+
     def _zidl_start(
         self,
         address: str,
         heartbeat: Heartbeat,
         limits: Limits,
-        register: tuple[str, str] | None = None,
+        register: tuple[str, str, str | None] | None = None,
         curve: CurveServer | None = None,
         registry_curve: CurveClient | None = None,
     ) -> _Engine:
@@ -353,6 +372,7 @@ class _Engine:
         self.stopping = threading.Event()
         self.registration: Registration | None = None
         self.registered = threading.Event()
+        self.systemd: SystemdNotifier | None = None
         self.poller = zmq.Poller()
         self.threads = [threading.Thread(target=self._serve, name=f"zidl-io-{n}", daemon=True) for n in (1, 2)]
         # the handoff state, guarded by ``turn`` (see the class docstring)
@@ -365,7 +385,7 @@ class _Engine:
         self.standby_asleep = False
         self.watch_until = 0.0
 
-    def register(self, registry: str, name: str, curve: CurveClient | None = None) -> None:
+    def register(self, registry: str, name: str, advertise: str | None, curve: CurveClient | None = None) -> None:
         """Keep the device registered as ``name`` while serving (driven by the I/O thread)."""
         from ._registration import Registration
 
@@ -376,10 +396,18 @@ class _Engine:
             self.interface.version,
             self.interface.hash,
             self.address,
+            advertise=advertise,
             on_accepted=lambda accepted: self.registered.set(),
             public_key=self.curve.public_key if self.curve is not None else None,
             curve=curve,
         )
+
+    def notify_systemd(self) -> None:
+        """Tell systemd the service is ready, and have the socket owner feed its watchdog."""
+        self.systemd = SystemdNotifier.from_env()
+        if self.systemd is not None:
+            self.systemd.ready()
+            self.waker.wake()  # the leader picks up the watchdog's first deadline
 
     def start(self) -> None:
         for sock in (self.router, self.xpub, self.waker.fileno()):
@@ -406,6 +434,9 @@ class _Engine:
                 thread.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.waker.close()
+        if self.systemd is not None:
+            self.systemd.notify("STOPPING=1")
+            self.systemd.close()
         if self.grant is not None:
             self.grant.close()  # after the threads closed the sockets
 
@@ -449,8 +480,7 @@ class _Engine:
         try:
             while self.leader is me and not self.stopping.is_set():
                 self._flush()
-                wait = None if registration is None else int(min(registration.tick(), 3600.0) * 1000) + 1
-                ready = dict(self.poller.poll(wait))
+                ready = dict(self.poller.poll(self._next_timer(registration)))
                 try:
                     if registration is not None and registration.socket in ready:
                         registration.handle_readable()
@@ -467,6 +497,15 @@ class _Engine:
         except Exception:
             logger.exception("the I/O thread of %s failed", self.interface.name)
             self.stopping.set()
+
+    def _next_timer(self, registration: Registration | None) -> int | None:
+        """Milliseconds until the registration or the systemd watchdog next needs the loop, or None."""
+        due = min(
+            registration.tick() if registration is not None else math.inf,
+            self.systemd.tick() if self.systemd is not None else math.inf,
+            3600.0,
+        )
+        return None if due == 3600.0 else int(due * 1000) + 1
 
     def _close_sockets(self) -> None:
         self.stopping.set()

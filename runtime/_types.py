@@ -138,9 +138,7 @@ class _Parser:
             self.take()
             other = self.primary()
             if other.kind != "none" or expr.kind in ("none", "any", "optional"):
-                raise TypeSyntaxError(
-                    f"only 'T | None' unions are supported, not {self.text!r}"
-                )
+                raise TypeSyntaxError(f"only 'T | None' unions are supported, not {self.text!r}")
             expr = TypeExpr("optional", (expr,))
             if self.peek() == "|":
                 raise TypeSyntaxError(f"only 'T | None' unions are supported, not {self.text!r}")
