@@ -2,11 +2,14 @@
 
 What it simulates, honestly: the registry runs in a process of its own, exactly as
 ``zidl registry`` would. The 1,000 devices are simulated by one other process that
-owns ``--sockets`` DEALERs (default 100, ten devices each) and sends every
-device's heartbeat once a second, spread evenly over the second, and reads every
-reply; real devices would be 1,000 processes with a connection each, which costs
-the registry more file descriptors but the same work per heartbeat. Device
-addresses are distinct and names unique, so no holder probes run.
+owns ``--sockets`` DEALERs (default 100, ten devices each) that register, and as
+many again connected to the heartbeat socket the register reply names, as a
+``Registration`` does; it sends every device's heartbeat there once a second,
+spread evenly over the second, asking for an answer every other second as a
+``Registration`` does at the default lease, and reads every reply; real devices
+would be 1,000 processes with a connection each, which costs the registry more
+file descriptors but the same work per heartbeat. Device addresses are distinct
+and names unique, so no holder probes run.
 
 Measured: the registry process's CPU use (psutil, user+system) over a window with
 only heartbeats, as a percentage of one core; then lookup latency p50 (a
@@ -38,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runtime._directory import RegistryClient, lookup  # noqa: E402
-from runtime._registry import Registry  # noqa: E402
+from runtime._registry import Registry, connectable  # noqa: E402
 
 
 def _free_port() -> int:
@@ -65,18 +68,23 @@ def echo(address: str) -> None:
         router.send_multipart([ident, json.dumps({"v": 1, "id": request["id"], "ok": True}).encode()])
 
 
-def simulate(address: str, devices: int, sockets: int) -> None:
-    """Register ``devices`` devices over ``sockets`` DEALERs, then heartbeat each once a second."""
-    ctx = zmq.Context.instance()
+def _dealers(address: str, count: int, poller: zmq.Poller) -> list[zmq.Socket[bytes]]:
     socks: list[zmq.Socket[bytes]] = []
-    poller = zmq.Poller()
-    for _ in range(sockets):
-        s: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+    for _ in range(count):
+        s: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.connect(address)
         socks.append(s)
         poller.register(s, zmq.POLLIN)
+    return socks
+
+
+def simulate(address: str, devices: int, sockets: int) -> None:
+    """Register ``devices`` devices over ``sockets`` DEALERs, then heartbeat each once a second."""
+    poller = zmq.Poller()
+    socks = _dealers(address, sockets, poller)
     leases: list[str] = [""] * devices
+    heartbeats = ""
     for i in range(devices):
         request = {
             "v": 1,
@@ -98,9 +106,17 @@ def simulate(address: str, devices: int, sockets: int) -> None:
                 except zmq.Again:
                     break
                 leases[reply["id"]] = reply.get("lease", "")  # the echo baseline gives none
+                heartbeats = reply.get("heartbeats", "")  # nor a heartbeat socket
                 pending -= 1
+    if heartbeats:
+        socks = _dealers(connectable(heartbeats), sockets, poller)
     print("registered", flush=True)
     messages = [json.dumps({"v": 1, "id": i, "k": "heartbeat", "lease": leases[i]}).encode() for i in range(devices)]
+    # A Registration at the default lease (heartbeat 1 s, ttl 3 s) asks for an answer every other heartbeat.
+    asking = [
+        json.dumps({"v": 1, "id": i, "k": "heartbeat", "lease": leases[i], "ack": True}).encode()
+        for i in range(devices)
+    ]
     replies = unknown = 0
     start = time.monotonic()
     report = start + 5.0
@@ -109,7 +125,7 @@ def simulate(address: str, devices: int, sockets: int) -> None:
         due = int((time.monotonic() - start) * devices)  # heartbeats that should have gone by now
         while sent < due:
             i = sent % devices
-            socks[i % sockets].send(messages[i])
+            socks[i % sockets].send((asking if (sent // devices) % 2 else messages)[i])
             sent += 1
         for s, _ in poller.poll(1):
             while True:

@@ -7,6 +7,18 @@ the loop may sleep before the next call is due). While the registry is down it
 retries registering with a backoff capped at the heartbeat interval; when the
 registry restarts or answers "unknown" it registers again by itself, under the
 name it was last given, so a registry restart never renames a device.
+
+Heartbeats go to the registry's heartbeat socket, which the register reply names
+(the registry drains it in batches rather than waking up for each one). The device
+side of it is a second DEALER that the server's loop does not poll: ``tick()``
+reads its answers shortly after each heartbeat (``_ACK_WAIT``), so a server needs
+to poll ``socket`` only. The registry answers a heartbeat there only when it fails
+(``unknown``: register again) or when the device asks, which it does once its
+last answer is half a ttl old. Whenever that DEALER is not connected (the registry
+restarted on a new heartbeat port, a firewall lets only the request port through,
+an older registry named none) a heartbeat goes to ``socket`` instead, where the
+registry answers it at once; that is also how a restarted registry is noticed
+within a heartbeat interval.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from typing import Any, Final
 
 import zmq
 
-from ._registry import PROTOCOL, _split_tcp, _tcp
+from ._registry import _TRANSPORTS, PROTOCOL, _split_tcp, _tcp, connectable
 from ._security import CurveClient
 from ._transport import Monitor
 
@@ -31,6 +43,8 @@ __all__ = ["Registration"]
 log = logging.getLogger(__name__)
 
 _FIRST_BACKOFF: Final = 0.05
+_ACK_WAIT: Final = 0.1
+"""Seconds after a heartbeat when its answer is read: above the registry's batch interval plus a round trip."""
 
 
 class Registration:
@@ -100,18 +114,17 @@ class Registration:
         self._last_answer = 0.0
         self._silent_logged = False
         self._closed = False
-        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a registry that is not there
-        sock.setsockopt(zmq.SNDHWM, 16)
-        sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
-        if curve is not None and curve.server_key is not None:
-            curve.apply(sock)
+        self._curve = curve
+        sock = self._dealer()
         self._monitor = Monitor(sock)  # before connecting: a refusal at once is not missed
         sock.connect(registry_url)
         self.socket = sock
         self.refused: str | None = None
         """Why the registry refused the security handshake, while it does."""
+        self.heartbeats: str | None = None
+        """Where heartbeats go, as the registry named it (None: to ``socket``)."""
+        self._beats: zmq.Socket[bytes] | None = None
+        self._ack_check = math.inf  # when to read the heartbeat socket's answers
 
     @property
     def registered(self) -> bool:
@@ -125,6 +138,9 @@ class Registration:
         if now is None:
             now = time.monotonic()
         self._check_handshake()
+        if now >= self._ack_check and self._beats is not None:
+            self._ack_check = math.inf
+            self._read(self._beats)
         if self._lease is None:
             if self._waiting_id is not None:
                 if now < self._waiting_until:
@@ -143,28 +159,17 @@ class Registration:
                 self._next_due = now
                 self._send_register(now)
             elif now >= self._next_due:
-                self._send({"v": PROTOCOL, "id": self._new_id(), "k": "heartbeat", "lease": self._lease})
+                self._send_heartbeat(self._lease, now)
                 self._next_due = now + self._heartbeat
         if self._waiting_id is not None:
-            return max(0.0, min(self._waiting_until, self._next_due if self._lease else math.inf) - now)
-        return max(0.0, self._next_due - now)
+            due = min(self._waiting_until, self._next_due if self._lease else math.inf, self._ack_check)
+        else:
+            due = min(self._next_due, self._ack_check)
+        return max(0.0, due - now)
 
     def handle_readable(self) -> None:
         """Process every reply waiting on ``socket``; never blocks."""
-        while not self._closed:
-            try:
-                raw = self.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except zmq.ZMQError as exc:
-                log.debug("registry %s: receive failed: %s", self.registry_url, exc)
-                return
-            try:
-                reply = json.loads(raw)
-                if isinstance(reply, dict):
-                    self._on_reply(reply)
-            except Exception:
-                log.debug("registry %s: ignored a malformed reply", self.registry_url, exc_info=True)
+        self._read(self.socket)
 
     def close(self, unregister: bool = True, timeout: float = 0.25) -> None:
         """Stop; when registered and ``unregister``, tell the registry (waits at most ``timeout``)."""
@@ -186,8 +191,75 @@ class Registration:
         finally:
             self._monitor.close()
             self.socket.close(0)
+            self._use_heartbeats(None)
 
     # -- internals --------------------------------------------------------
+
+    def _dealer(self) -> zmq.Socket[bytes]:
+        """A DEALER towards the registry; both of a device's are alike, Curve included."""
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a registry that is not there
+        sock.setsockopt(zmq.SNDHWM, 16)
+        sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        if self._curve is not None and self._curve.server_key is not None:
+            self._curve.apply(sock)
+        return sock
+
+    def _use_heartbeats(self, endpoint: str | None) -> None:
+        """Send heartbeats to ``endpoint`` (wildcard host: the registry's), or to ``socket`` when None."""
+        if endpoint is not None:
+            parts = _split_tcp(self.registry_url)
+            endpoint = connectable(endpoint, parts[0] if parts else "127.0.0.1")
+        if endpoint == self.heartbeats:
+            return
+        if self._beats is not None:
+            self._beats.close(0)
+        self._beats = self.heartbeats = None
+        self._ack_check = math.inf
+        if endpoint is None:
+            return
+        sock = self._dealer()
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            log.warning("registry %s: cannot reach its heartbeat socket %s: %s", self.registry_url, endpoint, exc)
+            sock.close(0)
+            return
+        self._beats, self.heartbeats = sock, endpoint
+
+    def _send_heartbeat(self, lease: str, now: float) -> None:
+        """Renew the lease; on the heartbeat socket, ask for an answer once the last is half a ttl old.
+
+        The registry answers a heartbeat there only when asked (or when it fails), as
+        answering costs it more than the heartbeat; asking at half the ttl still tells
+        a silent registry within the ttl, with one lost answer to spare.
+        """
+        message: dict[str, Any] = {"v": PROTOCOL, "id": self._new_id(), "k": "heartbeat", "lease": lease}
+        if self._beats is not None:
+            if now - self._last_answer >= self._ttl / 2:
+                message["ack"] = True
+            if self._send(message, self._beats):
+                self._ack_check = now + min(_ACK_WAIT, self._heartbeat / 2)
+                return
+        self._send(message)  # not connected (yet, or any more): the request socket answers at once
+
+    def _read(self, sock: zmq.Socket[bytes]) -> None:
+        """Process every reply waiting on ``sock``; never blocks."""
+        while not self._closed:
+            try:
+                raw = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                log.debug("registry %s: receive failed: %s", self.registry_url, exc)
+                return
+            try:
+                reply = json.loads(raw)
+                if isinstance(reply, dict):
+                    self._on_reply(reply)
+            except Exception:
+                log.debug("registry %s: ignored a malformed reply", self.registry_url, exc_info=True)
 
     def _check_handshake(self) -> None:
         self._monitor.drain()
@@ -201,9 +273,10 @@ class Registration:
         self._next_id += 1
         return self._next_id
 
-    def _send(self, message: dict[str, Any]) -> bool:
+    def _send(self, message: dict[str, Any], sock: zmq.Socket[bytes] | None = None) -> bool:
+        target = self.socket if sock is None else sock
         try:
-            self.socket.send(json.dumps(message, separators=(",", ":")).encode(), zmq.NOBLOCK)
+            target.send(json.dumps(message, separators=(",", ":")).encode(), zmq.NOBLOCK)
             return True
         except zmq.ZMQError:  # Again: the registry is not connected
             return False
@@ -266,6 +339,8 @@ class Registration:
         self.accepted_name = name
         address = reply.get("address")
         self.address = address if isinstance(address, str) else None
+        heartbeats = reply.get("heartbeats")
+        self._use_heartbeats(heartbeats if isinstance(heartbeats, str) and heartbeats.startswith(_TRANSPORTS) else None)
         if previous is None:
             log.info("registered as %r at %s (address %s)", name, self.registry_url, self.address)
         elif previous != name:

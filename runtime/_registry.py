@@ -1,9 +1,23 @@
 """The device registry: unique names mapped to addresses, kept alive by leases.
 
 One I/O thread owns a ROUTER that answers requests (single JSON frames, see
-``docs/registry.md``) and a PUB that announces every change. Devices register,
-renew their lease with heartbeats and unregister; a lease that is not renewed
-within its time to live drops the device. Names are unique: a newcomer asking for
+``docs/registry.md``), a second ROUTER that takes lease renewals (heartbeats) and
+a PUB that announces every change. Devices register, renew their lease with
+heartbeats and unregister; a lease that is not renewed within its time to live
+drops the device.
+
+Why heartbeats have a socket of their own: with a thousand devices beating once a
+second, waking up once per heartbeat costs more than handling it. The heartbeat
+ROUTER is not polled; the loop drains it on a timer (``batch_interval``, 25 ms),
+so a thousand heartbeats cost some forty wake-ups a second, while the request
+ROUTER is polled and a lookup is answered at once. A heartbeat there is answered
+only when it fails or carries ``"ack": true``: each reply wakes libzmq's I/O
+thread and costs more than the heartbeat did, so a device asks for one only as
+often as it needs to know the registry still answers. A heartbeat waits at most one
+batch interval in ZeroMQ's queue, so a lease that stops being renewed is dropped
+within ``ttl`` plus one batch interval (plus the sweep's own granularity).
+Heartbeats sent to the request socket are still answered at once: a device falls
+back to it whenever its heartbeat socket is not connected. Names are unique: a newcomer asking for
 a name whose holder still answers a ping gets ``name-1``, ``name-2``...; a holder
 that no longer answers (a device restarted before its old lease ran out) loses the
 name to the newcomer at once. Holder pings are DEALER sockets polled by the same
@@ -183,7 +197,10 @@ class Registry:
     tells clients where). ``ttl`` and
     ``heartbeat`` are the lease given to a device that does not ask for its own;
     ``probe_timeout`` bounds how long a name's holder has to answer its ping.
-    ``curve`` switches CurveZMQ on for both sockets: only allowed client keys can
+    ``heartbeats_bind`` is the heartbeat endpoint (default: a free port beside
+    ``bind``; the register reply tells each device where), drained every
+    ``batch_interval`` seconds.
+    ``curve`` switches CurveZMQ on for all three sockets: only allowed client keys can
     register, look up, list or watch. Holders registered with a public key are
     pinged over Curve with the registry's own key pair, which they must allow.
     """
@@ -197,21 +214,28 @@ class Registry:
         events_bind: str | None = None,
         probe_timeout: float = 0.5,
         beat_interval: float = 1.0,
+        heartbeats_bind: str | None = None,
+        batch_interval: float = 0.025,
         curve: CurveServer | None = None,
     ) -> None:
         if not ttl > 0:
             raise ValueError(f"ttl must be positive, not {ttl!r}")
+        if not batch_interval > 0:
+            raise ValueError(f"batch_interval must be positive, not {batch_interval!r}")
         self.bind = bind
         self.ttl = float(ttl)
         self.heartbeat = float(heartbeat) if heartbeat is not None else self.ttl / 3
         self.events_bind = events_bind
         self.probe_timeout = probe_timeout
         self.beat_interval = beat_interval
+        self.heartbeats_bind = heartbeats_bind
+        self.batch_interval = float(batch_interval)
         self.curve = curve
         self._grant: Grant | None = None
         self._address: str | None = None
         self._events_address: str | None = None
         self._events_bound = ""
+        self._heartbeats_bound = ""
         self._bound = threading.Event()
         self._bind_error: BaseException | None = None
         self._stopping = False
@@ -226,6 +250,7 @@ class Registry:
         self._pending: dict[str, _Pending] = {}  # by effective address
         self._probes: dict[zmq.Socket[bytes], tuple[_Probe, _Pending]] = {}
         self._router: zmq.Socket[bytes] | None = None
+        self._beats: zmq.Socket[bytes] | None = None
         self._pub: zmq.Socket[bytes] | None = None
         self._poller = zmq.Poller()
         self._handlers: dict[str, Callable[[list[bytes], Any, dict[str, Any], zmq.Frame, float], None]] = {
@@ -306,39 +331,42 @@ class Registry:
 
     def _open(self) -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        router: zmq.Socket[bytes] = ctx.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        router, beats = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
+        for owned in (router, beats):
+            owned.setsockopt(zmq.LINGER, 0)
+            owned.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)
+            owned.setsockopt(zmq.ROUTER_MANDATORY, 0)
         pub: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
-        self._router, self._pub = router, pub
+        self._router, self._beats, self._pub = router, beats, pub
         if self.curve is not None:
-            self._grant = self.curve.secure(router, pub)
+            self._grant = self.curve.secure(router, beats, pub)
         bind(router, self.bind)
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._address = connectable(endpoint)
-        bind(pub, self.events_bind or self._default_events_bind(endpoint))
+        bind(pub, self.events_bind or self._beside(endpoint, ".events"))
         self._events_bound = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._events_address = connectable(self._events_bound)
+        self._heartbeats_bound = bind(beats, self.heartbeats_bind or self._beside(endpoint, ".heartbeats"))
         self._poller.register(router, zmq.POLLIN)
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
 
-    def _default_events_bind(self, endpoint: str) -> str:
-        """A free port on the request endpoint's host (ipc and inproc: the endpoint + ".events")."""
+    @staticmethod
+    def _beside(endpoint: str, suffix: str) -> str:
+        """A free port on the request endpoint's host (ipc and inproc: the endpoint + ``suffix``)."""
         parts = _split_tcp(endpoint)
         if parts is not None:
             return f"tcp://{parts[0]}:0"
-        return endpoint + ".events"
+        return endpoint + suffix
 
     def _close(self) -> None:
         for probe, _ in self._probes.values():
             probe.socket.close(0)
         self._probes.clear()
-        for owned in (self._router, self._pub):
+        for owned in (self._router, self._beats, self._pub):
             if owned is not None:
                 owned.close(0)
-        self._router = self._pub = None
+        self._router = self._beats = self._pub = None
         if self._grant is not None:
             self._grant.close()
             self._grant = None
@@ -360,9 +388,9 @@ class Registry:
         recv = router.recv_multipart
         wake = self._wake_r.fileno()
         sweep_every = min(0.5, max(0.02, self.ttl / 20))
-        next_sweep = next_beat = time.monotonic()
+        next_sweep = next_beat = next_drain = time.monotonic()
         while not self._stopping:
-            deadline = min(next_sweep, next_beat)
+            deadline = min(next_sweep, next_beat, next_drain)
             if self._probes:
                 deadline = min(deadline, *(probe.deadline for probe, _ in self._probes.values()))
             events = poll(max(0, math.ceil((deadline - time.monotonic()) * 1000)))
@@ -372,7 +400,7 @@ class Registry:
                     break
                 frames = recv(zmq.NOBLOCK, copy=False)
                 try:
-                    self._on_message(frames)
+                    self._on_message(router, frames)
                 except Exception:
                     log.exception("registry: a request failed")
             for sock, _ in events:
@@ -386,6 +414,9 @@ class Registry:
                 continue
             if self._probes:
                 self._expire_probes(now)
+            if now >= next_drain:  # before the sweep: a heartbeat waiting in the queue still counts
+                self._drain_heartbeats()
+                next_drain = now + self.batch_interval
             if now >= next_sweep:
                 self._sweep(now)
                 next_sweep = now + sweep_every
@@ -393,7 +424,23 @@ class Registry:
                 self._publish({"k": "beat"}, advance=False)
                 next_beat = now + self.beat_interval
 
-    def _on_message(self, frames: list[zmq.Frame]) -> None:
+    def _drain_heartbeats(self) -> None:
+        """Read every heartbeat queued since the last drain (one exception ends the batch, not one per message)."""
+        beats = self._beats
+        assert beats is not None
+        recv = beats.recv_multipart
+        for _ in range(100_000):  # bounded: a flood cannot keep the loop from its other duties
+            try:
+                frames = recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self._on_message(beats, frames)
+            except Exception:
+                log.exception("registry: a heartbeat failed")
+
+    def _on_message(self, sock: zmq.Socket[bytes], frames: list[zmq.Frame]) -> None:
+        """Answer one message from ``sock``: any request on the request ROUTER, heartbeats only on the other."""
         # Envelope: the identity, plus everything up to an empty delimiter (REQ peers).
         split = 1
         if len(frames) > 2:
@@ -405,36 +452,41 @@ class Registry:
         body = frames[split:]
         now = time.monotonic()
         if len(body) != 1:
-            self._error(envelope, None, "bad-request", "a request is exactly one JSON frame")
+            self._error(envelope, None, "bad-request", "a request is exactly one JSON frame", sock)
             return
         raw = body[0].bytes
         if len(raw) > MAX_REQUEST_BYTES:
-            self._error(envelope, None, "too-large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
+            self._error(envelope, None, "too-large", f"a request is at most {MAX_REQUEST_BYTES} bytes", sock)
             return
         try:
             msg = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
-            self._error(envelope, None, "bad-request", "a request is a JSON object")
+            self._error(envelope, None, "bad-request", "a request is a JSON object", sock)
             return
         if not isinstance(msg, dict):
-            self._error(envelope, None, "bad-request", "a request is a JSON object")
+            self._error(envelope, None, "bad-request", "a request is a JSON object", sock)
             return
         request_id = msg.get("id")
         if isinstance(request_id, (dict, list)):
             request_id = None
         if msg.get("v") != PROTOCOL:
-            self._error(envelope, request_id, "unsupported-version", f"this registry speaks v={PROTOCOL}")
+            self._error(envelope, request_id, "unsupported-version", f"this registry speaks v={PROTOCOL}", sock)
             return
         kind = msg.get("k")
         if kind == "heartbeat":  # the hot path: one dict lookup, one reply
             lease = msg.get("lease")
             entry = self._by_lease.get(lease) if isinstance(lease, str) else None
             if entry is None:
-                self._error(envelope, request_id, "unknown", "no such lease; register again")
+                self._error(envelope, request_id, "unknown", "no such lease; register again", sock)
             else:
                 entry.last_seen = now
+                if sock is self._beats and msg.get("ack") is not True:
+                    return  # answering costs more than receiving: only when the device asks
                 envelope.append(b'{"v":1,"id":%s,"ok":true}' % json.dumps(request_id).encode())
-                self._send(envelope)
+                self._send(envelope, sock)
+            return
+        if sock is self._beats:
+            self._error(envelope, request_id, "unknown-kind", "the heartbeat socket takes heartbeats only", sock)
             return
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
@@ -448,20 +500,26 @@ class Registry:
             log.exception("registry: %s request failed", kind)
             self._error(envelope, request_id, "internal", "the registry failed on this request")
 
-    def _send(self, frames: list[bytes]) -> None:
-        assert self._router is not None
+    def _send(self, frames: list[bytes], sock: zmq.Socket[bytes] | None = None) -> None:
+        """Send on ``sock``, by default the request ROUTER (where every reply but a heartbeat's goes)."""
+        if sock is None:
+            sock = self._router
+        assert sock is not None
         try:
-            self._router.send_multipart(frames, zmq.NOBLOCK)
+            sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the peer is gone or its queue is full; it will retry
             log.debug("registry: reply dropped: %s", exc)
 
     def _reply(self, envelope: list[bytes], request_id: Any, **fields: Any) -> None:
         self._send([*envelope, _encode({"v": PROTOCOL, "id": request_id, "ok": True, **fields})])
 
-    def _error(self, envelope: list[bytes], request_id: Any, code: str, message: str) -> None:
+    def _error(
+        self, envelope: list[bytes], request_id: Any, code: str, message: str, sock: zmq.Socket[bytes] | None = None
+    ) -> None:
         log.debug("registry: %s: %s", code, message)
         self._send(
-            [*envelope, _encode({"v": PROTOCOL, "id": request_id, "ok": False, "error": code, "message": message})]
+            [*envelope, _encode({"v": PROTOCOL, "id": request_id, "ok": False, "error": code, "message": message})],
+            sock,
         )
 
     # -- requests ---------------------------------------------------------
@@ -478,6 +536,7 @@ class Registry:
             envelope,
             request_id,
             events=self._events_bound,
+            heartbeats=self._heartbeats_bound,
             epoch=self._epoch,
             seq=self._seq,
             ttl=self.ttl,
@@ -631,6 +690,7 @@ class Registry:
             lease=entry.lease,
             ttl=entry.ttl,
             heartbeat=entry.heartbeat,
+            heartbeats=self._heartbeats_bound,
         )
 
     def _remove(self, entry: _Entry, reason: str) -> None:
