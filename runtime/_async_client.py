@@ -5,6 +5,11 @@ its id; a reader task resolves them as replies arrive, and a monitor task fails 
 calls in flight with ``ConnectionLost`` when the connection drops. Timeouts are
 asyncio's; a late reply finds no future and is dropped. Properties are
 ``AsyncProperty`` objects (``await camera.mode.get()``), signals ``AsyncSignal``.
+
+It follows its device as the blocking client does: a request that cannot be sent
+within the client's timeout asks the registry again (a client found by name), and
+only a request never sent goes to the new address; when the signals lose their
+server, a follower task handshakes again and the signals move with it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,18 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from ._client import DEFAULT_TIMEOUT, _outcome, hello_body, read_hello
-from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, ZidlError
+from ._client import (
+    DEFAULT_TIMEOUT,
+    FIRST_RETRY,
+    LAST_RETRY,
+    REGISTRY_PATIENCE,
+    _outcome,
+    device_patience,
+    hello_body,
+    read_hello,
+    retry_level,
+)
+from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, RegistryUnavailable, ZidlError
 from ._interface import Interface
 from ._security import CurveClient
 from ._signals import AsyncSignal, AsyncSignalHub
@@ -132,6 +147,12 @@ class AsyncClient:
         self._monitor: Monitor | None = None
         self._monitor_socket: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._locate: Callable[[float], Awaitable[str]] | None = None
+        """Asks the registry where the device is now (a client found by name), given how long to wait."""
+        self._moving = asyncio.Lock()
+        """Held while the client asks the registry and moves: concurrent requests move it once."""
+        self._lost = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
         self._closed = False
         if self._tables is not None:
             self._make_members(self._tables.interface)
@@ -156,7 +177,7 @@ class AsyncClient:
         async def connect() -> Self:
             client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=curve)
             try:
-                await client._handshake()
+                await client._handshake(timeout)
             except BaseException:
                 await client.close()
                 raise
@@ -177,18 +198,27 @@ class AsyncClient:
     ) -> Connecting[Self]:
         """A client for the device registered as ``name`` (``registry=``, ``$ZIDL_REGISTRY`` or the default).
 
-        ``curve`` works as for the blocking ``Client.lookup``. Raises ``DeviceNotFound`` or
-        ``RegistryUnavailable``.
+        It follows the device as the blocking ``Client.lookup`` does, signals included.
+        ``curve`` works as for ``Client.lookup``. Raises ``DeviceNotFound`` or ``RegistryUnavailable``.
         """
 
         async def connect() -> Self:
             from ._directory import lookup_async
 
-            record = await lookup_async(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT, curve=curve)
-            device_curve = (curve or CurveClient(None)).towards(record.public_key)
-            client = cls(record.address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=device_curve)
+            async def find(wait: float) -> tuple[str, CurveClient | None]:
+                record = await lookup_async(name, registry=registry, timeout=wait, curve=curve)
+                return record.address, (curve or CurveClient(None)).towards(record.public_key)
+
+            address, device_curve = await find(timeout or DEFAULT_TIMEOUT)
+            client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=device_curve)
+
+            async def locate(wait: float) -> str:
+                address, client._curve = await find(wait)
+                return address
+
+            client._locate = locate
             try:
-                await client._handshake()
+                await client._handshake(timeout)
             except BaseException:
                 await client.close()
                 raise
@@ -220,22 +250,27 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
+        tasks = self._tasks if self._follower is None else [*self._tasks, self._follower]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._fail_all(lambda: ClientClosed(f"{self._what()} was closed"), in_flight_only=False)
         if self._hub is not None:
             await self._hub.close()
-        if self._monitor_socket is not None:
-            self._monitor_socket.close(linger=0)
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        """Close the DEALER and its monitor (``close()``, or a move to a new address)."""
+        for each in (self._monitor_socket, self._socket):
+            if each is not None:
+                each.close(linger=0)
         if self._monitor is not None:
             self._monitor.close()
-        if self._socket is not None:
-            self._socket.close(linger=0)
         if self._sync is not None:
             self._sync.close(linger=0)
+        self._monitor_socket = self._socket = self._monitor = self._sync = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -301,17 +336,104 @@ class AsyncClient:
         if self._hub is None:
             if self._signal_address is None:
                 raise ZidlError(f"{self._what()}: connect before using signals")
-            self._hub = AsyncSignalHub(self._signal_address, self._table(), self._what(), self._curve)
+            self._hub = AsyncSignalHub(
+                self._signal_address,
+                self._table(),
+                self._what(),
+                curve=self._curve,
+                heartbeat=self._heartbeat,
+                patience=device_patience(self._timeout),
+                lost=self._signals_lost,
+            )
         return self._hub
 
-    async def _handshake(self) -> None:
+    async def _handshake(self, timeout: float | None) -> None:
+        """Exchange descriptions; the signals, if any are connected, move to the signal address the server names."""
         mine = self._tables.interface if self._tables is not None else None
-        reply = await self._request("hello", None, hello_body(mine), self._timeout)
+        reply = await self._request("hello", None, hello_body(mine), timeout)
         theirs, self._signal_address = read_hello(reply, mine, self._address)
         self._server_interface = theirs
         if self._tables is None:
             self._tables = tables(theirs)
             self._make_members(theirs)
+        if self._hub is not None:
+            self._hub.move(self._signal_address, self._curve)
+
+    async def _retarget(self, address: str, timeout: float | None) -> None:
+        """Move to a new address (a device found again by name); the calls in flight there are lost."""
+        logger.info("%s moved to %s", self._what(), address)
+        for task in self._tasks:
+            task.cancel()
+        self._fail_all(
+            lambda: ConnectionLost(f"{self._what()}: the device moved to {address} during the call"),
+            in_flight_only=True,
+        )
+        self._close_socket()
+        self._address = address
+        await self._handshake(timeout)
+
+    async def _ask_registry(self, tried: str) -> None:
+        """A request could not be sent to ``tried`` in time: move if the registry places the device elsewhere."""
+        async with self._moving:
+            if self._address != tried or self._locate is None:
+                return  # another request moved the client meanwhile
+            try:
+                address = await self._locate(device_patience(self._timeout))
+            except ZidlError as exc:
+                logger.info("%s: could not look the device up again: %s", self._what(), exc)
+                return
+            if address != tried:
+                await self._retarget(address, self._timeout)
+
+    # --- following the device when its signals are lost ---------------------------------------------
+
+    def _signals_lost(self) -> None:
+        """Called by the signal hub on the loop: wake the follower task (started on first need)."""
+        if self._closed:
+            return
+        if self._follower is None:
+            self._follower = asyncio.get_running_loop().create_task(self._follow())
+        self._lost.set()
+
+    async def _follow(self) -> None:
+        """The follower: after each loss of signals, find the device again, until the client closes."""
+        while True:
+            await self._lost.wait()
+            self._lost.clear()
+            delay = FIRST_RETRY
+            for attempt in itertools.count(1):
+                try:
+                    await self._rejoin()
+                except ZidlError as exc:
+                    level = retry_level(attempt)
+                    logger.log(level, "%s: the device is still away (attempt %d): %s", self._what(), attempt, exc)
+                else:
+                    logger.info("%s: found the device again", self._what())
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), delay)  # lost again: try at once
+                self._lost.clear()
+                delay = min(2 * delay, LAST_RETRY)
+
+    async def _rejoin(self) -> None:
+        """Handshake again: where the registry now places the device (found by name), else where it was.
+
+        A registry that does not answer does not stop a try at the old address (the
+        device may have restarted there); a device the registry does not know is not
+        back yet.
+        """
+        wait = device_patience(self._timeout)
+        if self._locate is not None:
+            async with self._moving:
+                try:
+                    address = await self._locate(min(wait, REGISTRY_PATIENCE))
+                except RegistryUnavailable as exc:
+                    logger.info("%s: %s; trying the last address", self._what(), exc)
+                else:
+                    if address != self._address:
+                        await self._retarget(address, wait)
+                        return
+        await self._handshake(wait)
 
     def _ensure_socket(self) -> tuple[Socket, zmq.asyncio.Socket]:
         """The DEALER, made on first use: as a plain socket (to send and read what is there) and for awaiting."""
@@ -335,7 +457,7 @@ class AsyncClient:
     async def _request(
         self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False
     ) -> Any:
-        sync, socket = self._ensure_socket()
+        sync = self._ensure_socket()[0]
         request_id = next(self._ids)
         header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}
         if timeout is not None:
@@ -347,7 +469,7 @@ class AsyncClient:
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await self._send(sync, socket, frames, reply)
+                    await self._send(sync, frames, reply, kind)
                 except zmq.ZMQError as exc:
                     raise translate(exc, self._where(kind, name)) from exc
                 sent = True
@@ -368,36 +490,47 @@ class AsyncClient:
         return _outcome(header, result, self._tables, self._where(kind, name))
 
     async def _send(
-        self,
-        sync: Socket,
-        socket: zmq.asyncio.Socket,
-        frames: list[Any],
-        reply: asyncio.Future[tuple[dict[str, Any], Any]],
+        self, sync: Socket, frames: list[Any], reply: asyncio.Future[tuple[dict[str, Any], Any]], kind: str
     ) -> None:
-        """Send once connected; a refused handshake (``_watch`` fails ``reply``) ends the wait at once.
-
-        A connected socket takes the message at once: sent on the plain socket, it costs
-        no future of zmq.asyncio's (which cost more than the rest of a pipelined call).
-        """
+        """Send at once when connected: on the plain socket, the message costs no future of zmq.asyncio's
+        (which cost more than the rest of a pipelined call)."""
         try:
             send_frames(sync, frames, zmq.NOBLOCK)
         except zmq.Again:
-            pass  # not connected yet, or at the high-water mark: wait for it
+            await self._send_when_connected(frames, reply, kind)  # not connected yet, or at the high-water mark
         else:
             self._take_replies(sync)
-            return
-        sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future already: no task
-        if sending.done():
-            sending.result()
-            return
-        try:
-            await asyncio.wait((sending, reply), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not sending.done():
-                sending.cancel()
-        if not sending.done() or sending.cancelled():
-            reply.result()  # raises why the connection was refused
-        sending.result()
+
+    async def _send_when_connected(
+        self, frames: list[Any], reply: asyncio.Future[tuple[dict[str, Any], Any]], kind: str
+    ) -> None:
+        """Wait to send; a refused handshake (``_watch`` fails ``reply``) ends the wait at once.
+
+        A client found by name asks the registry again after each ``timeout`` of the
+        client's without sending, and sends to where the device is now. A send still
+        waiting is cancelled, so it never reaches the old address: the request is sent once.
+        """
+        loop = asyncio.get_running_loop()
+        follow = self._locate is not None and kind != "hello"
+        ask_again = loop.time() + device_patience(self._timeout)
+        while True:
+            tried = self._address
+            socket = self._ensure_socket()[1]
+            sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future already: no task
+            try:
+                wait = max(0.0, ask_again - loop.time()) if follow else None
+                await asyncio.wait((sending, reply), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not sending.done():
+                    sending.cancel()
+            if not sending.cancelled():
+                sending.result()
+                return
+            if reply.done():
+                reply.result()  # raises why the connection was refused
+            if follow and tried == self._address and loop.time() >= ask_again:
+                await self._ask_registry(tried)
+                ask_again = loop.time() + device_patience(self._timeout)
 
     async def _read(self, sync: Socket, socket: zmq.asyncio.Socket) -> None:
         """Await a reply, then take every reply already waiting from the plain socket, without a future each."""

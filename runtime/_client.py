@@ -8,6 +8,14 @@ monitor: no thread hop per call. A disconnect seen by the monitor while a call i
 in flight raises ``ConnectionLost``; a timeout raises ``CallTimeout`` and leaves the
 socket usable (a late reply is recognised by its id and dropped). Signals run on
 one thread of the client (``SignalHub``).
+
+A client follows its device. A request that cannot be sent within the client's
+timeout asks the registry again (a client found by name) and goes to the new
+address; only a request never sent is retried, so a call never runs twice. When
+the signal side loses its server, a thread of the client (the follower) handshakes
+again, where the registry now places the device or at the same address, and the
+signals move to the signal address the handshake names: a restarted server binds
+its publisher anew.
 """
 
 from __future__ import annotations
@@ -23,7 +31,16 @@ from typing import Any, ClassVar, Final, Self
 import zmq
 
 from ._compat import check
-from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, ProtocolError, ZidlError, rebuild
+from ._errors import (
+    AuthenticationFailed,
+    CallTimeout,
+    ClientClosed,
+    ConnectionLost,
+    ProtocolError,
+    RegistryUnavailable,
+    ZidlError,
+    rebuild,
+)
 from ._interface import Interface
 from ._security import CurveClient
 from ._signals import Signal, SignalHub
@@ -46,6 +63,30 @@ DEFAULT_TIMEOUT: Final = 5.0
 
 _SLICE: Final = 0.25
 """Longest single wait, so that a thread in a call notices ``close()`` from another thread."""
+
+FIRST_RETRY: Final = 0.1
+"""Seconds before a follower tries again to find a device it lost, doubled after each failure..."""
+
+LAST_RETRY: Final = 5.0
+"""...up to this: a device that stays away costs a handshake (and a registry lookup) every 5 s."""
+
+WARN_AFTER: Final = 3
+"""Failed attempts after which a follower warns that the device is still away (once per loss)."""
+
+REGISTRY_PATIENCE: Final = 1.0
+"""Longest wait of a follower for the registry, which answers in milliseconds: ``close()`` waits for it."""
+
+
+def device_patience(timeout: float | None) -> float:
+    """How long following waits for a device: the client's timeout, or the default when it has none."""
+    return timeout if timeout is not None else DEFAULT_TIMEOUT
+
+
+def retry_level(attempt: int) -> int:
+    """The log level of a follower's failed attempt: INFO, one WARNING, then quiet (it goes on every 5 s)."""
+    if attempt == WARN_AFTER:
+        return logging.WARNING
+    return logging.INFO if attempt < WARN_AFTER else logging.DEBUG
 
 
 def _outcome(header: dict[str, Any], body: Any, table: Tables | None, where: str) -> Any:
@@ -150,7 +191,10 @@ class Client:
         self._connections: dict[threading.Thread, _Connection] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._resolve: Callable[[], str] | None = None
+        self._locate: Callable[[float], str] | None = None
+        """Asks the registry where the device is now (a client found by name), given how long to wait."""
+        self._lost = threading.Event()
+        self._follower: threading.Thread | None = None
         self._closed = False
         if self._tables is not None:
             self._make_signals(self._tables.interface)
@@ -177,7 +221,7 @@ class Client:
         """
         client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=curve)
         try:
-            client._handshake()
+            client._handshake(timeout)
         except BaseException:
             client.close()
             raise
@@ -196,27 +240,28 @@ class Client:
     ) -> Self:
         """A client for the device registered as ``name`` in the registry (``registry=``, ``$ZIDL_REGISTRY``
         or ``tcp://127.0.0.1:5555``). It follows the device: when the device cannot be reached within
-        ``timeout``, the client asks the registry again and moves to the new address.
+        ``timeout``, or its signals are lost, the client asks the registry again and moves to the new
+        address, signal callbacks included.
         With ``curve``, its ``server_key`` is the registry's (None: the registry has no Curve) and
         the device's public key comes from the registry; a device registered with a public key is
         reached over Curve even without ``curve`` (with a new key pair, for ``allow_any`` devices).
         Raises ``DeviceNotFound`` or ``RegistryUnavailable``."""
         from ._directory import lookup
 
-        def find() -> tuple[str, CurveClient | None]:
-            record = lookup(name, registry=registry, timeout=timeout or DEFAULT_TIMEOUT, curve=curve)
+        def find(wait: float) -> tuple[str, CurveClient | None]:
+            record = lookup(name, registry=registry, timeout=wait, curve=curve)
             return record.address, (curve or CurveClient(None)).towards(record.public_key)
 
-        address, device_curve = find()
+        address, device_curve = find(timeout or DEFAULT_TIMEOUT)
         client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=device_curve)
 
-        def resolve() -> str:
-            address, client._curve = find()
+        def locate(wait: float) -> str:
+            address, client._curve = find(wait)
             return address
 
-        client._resolve = resolve
+        client._locate = locate
         try:
-            client._handshake()
+            client._handshake(timeout)
         except BaseException:
             client.close()
             raise
@@ -251,6 +296,8 @@ class Client:
             connections = list(self._connections.values())
             self._connections.clear()
             hub, self._hub = self._hub, None
+            follower = self._follower
+        self._lost.set()  # wakes the follower, which sees the client closed
         for connection in connections:
             connection.closed = True
             if connection.busy.acquire(blocking=False):
@@ -260,6 +307,8 @@ class Client:
                     connection.busy.release()
         if hub is not None:
             hub.close()
+        if follower is not None and follower is not threading.current_thread():
+            follower.join()
 
     def __enter__(self) -> Self:
         return self
@@ -325,42 +374,109 @@ class Client:
             if self._hub is None:
                 if self._signal_address is None:
                     raise ZidlError(f"{self._what()}: connect before using signals")
-                self._hub = SignalHub(self._signal_address, self._table(), self._what(), self._curve)
+                self._hub = SignalHub(
+                    self._signal_address,
+                    self._table(),
+                    self._what(),
+                    curve=self._curve,
+                    heartbeat=self._heartbeat,
+                    patience=device_patience(self._timeout),
+                    lost=self._signals_lost,
+                )
             return self._hub
 
-    def _handshake(self) -> None:
+    def _handshake(self, timeout: float | None) -> None:
+        """Exchange descriptions; the signals, if any are connected, move to the signal address the server names."""
         mine = self._tables.interface if self._tables is not None else None
-        reply = self._request("hello", None, hello_body(mine), self._timeout)
-        theirs, self._signal_address = read_hello(reply, mine, self._address)
+        reply = self._request("hello", None, hello_body(mine), timeout)
+        theirs, signals = read_hello(reply, mine, self._address)
         self._server_interface = theirs
         if self._tables is None:
             self._tables = tables(theirs)
             self._make_signals(theirs)
+        with self._lock:
+            self._signal_address = signals
+            hub = self._hub
+        if hub is not None:
+            hub.move(signals, self._curve)
 
-    def _retarget(self, address: str) -> None:
+    def _retarget(self, address: str, timeout: float | None) -> None:
         """Point the client at a new address (a device found again by name); each thread reconnects on next use."""
         logger.info("%s moved to %s", self._what(), address)
         with self._lock:
             self._address = address
-            hub, self._hub = self._hub, None
-        if hub is not None:
-            hub.close()  # subscriptions are not carried over to the new address
-        if self._server_interface is not None:
-            self._handshake()
+        self._handshake(timeout)
 
     def _moved(self, connection: _Connection) -> bool:
         """Ask the registry where the device is now; True when it has moved (and the client with it)."""
-        if self._resolve is None:
+        if self._locate is None:
             return False
         try:
-            address = self._resolve()
+            address = self._locate(device_patience(self._timeout))
         except ZidlError as exc:
             logger.info("%s: could not look the device up again: %s", self._what(), exc)
             return False
         if address == connection.address:
             return False
-        self._retarget(address)
+        if address != self._address:  # else the follower has moved the client meanwhile
+            self._retarget(address, self._timeout)
         return True
+
+    # --- following the device when its signals are lost ---------------------------------------------
+
+    def _signals_lost(self) -> None:
+        """Called on the signal thread: wake the follower (started on first need), which never blocks that thread."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._follower is None:
+                self._follower = threading.Thread(target=self._follow, name="zidl-follow", daemon=True)
+                self._follower.start()
+        self._lost.set()
+
+    def _follow(self) -> None:
+        """The follower: after each loss of signals, find the device again, until the client closes."""
+        while True:
+            self._lost.wait()
+            self._lost.clear()
+            if self._closed:
+                return
+            delay = FIRST_RETRY
+            for attempt in itertools.count(1):
+                try:
+                    self._rejoin()
+                except ZidlError as exc:
+                    if self._closed:
+                        return
+                    level = retry_level(attempt)
+                    logger.log(level, "%s: the device is still away (attempt %d): %s", self._what(), attempt, exc)
+                else:
+                    logger.info("%s: found the device again", self._what())
+                    break
+                if self._lost.wait(delay):  # closed, or lost again: try at once
+                    self._lost.clear()
+                    if self._closed:
+                        return
+                delay = min(2 * delay, LAST_RETRY)
+
+    def _rejoin(self) -> None:
+        """Handshake again: where the registry now places the device (found by name), else where it was.
+
+        A registry that does not answer does not stop a try at the old address (the
+        device may have restarted there); a device the registry does not know is not
+        back yet.
+        """
+        wait = device_patience(self._timeout)
+        if self._locate is not None:
+            try:
+                address = self._locate(min(wait, REGISTRY_PATIENCE))
+            except RegistryUnavailable as exc:
+                logger.info("%s: %s; trying the last address", self._what(), exc)
+            else:
+                if address != self._address:
+                    self._retarget(address, wait)
+                    return
+        self._handshake(wait)
 
     def _connection(self) -> _Connection:
         connection: _Connection | None = getattr(self._local, "connection", None)
@@ -466,7 +582,9 @@ class Client:
                 raise AuthenticationFailed(f"{where}: {connection.address}: {connection.monitor.refused}")
             if connection.closed:
                 raise ClientClosed(f"{where}: the client was closed during the call")
-            if kind != "hello" and self._resolve is not None and time.monotonic() > ask_again:
+            if connection.address != self._address:
+                raise _Moved  # the follower moved the client: send there
+            if kind != "hello" and self._locate is not None and time.monotonic() > ask_again:
                 if self._moved(connection):
                     raise _Moved
                 ask_again = time.monotonic() + (self._timeout if self._timeout is not None else DEFAULT_TIMEOUT)

@@ -24,14 +24,16 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from ._errors import CallTimeout, ClientClosed, ProtocolError, ZidlError
-from ._transport import Waker, make_socket, recv_frames, zmq_errors
+from ._transport import Heartbeat, Monitor, Waker, make_socket, recv_frames, zmq_errors
 from ._validation import Tables
 from ._wire import decode_body, decode_header
 
@@ -117,6 +119,10 @@ class _Deliveries:
         elif seq <= last:
             logger.info("%s: the sequence of %s restarted (the server restarted)", self.what, name)
 
+    def restart(self) -> None:
+        """Forget the last sequence numbers: a new server counts from 1, which is not a loss."""
+        self.last.clear()
+
     def snapshot(self, name: str) -> tuple[Callable[..., object], ...]:
         return tuple(self.callbacks.get(name, ()))
 
@@ -124,12 +130,57 @@ class _Deliveries:
 # --- blocking clients ------------------------------------------------------------------------------
 
 
-class SignalHub:
-    """A blocking client's signals: one thread owns the SUB socket and runs the callbacks."""
+class _Subscriber:
+    """The hub's SUB socket to one signal address, with heartbeats and a monitor; made anew when the device moves.
 
-    def __init__(self, address: str, tables: Tables, what: str, curve: CurveClient | None = None) -> None:
+    A fresh socket (rather than reconnecting the old one) carries no stale Curve keys,
+    queued messages or monitor events of the server it leaves.
+    """
+
+    def __init__(self, address: str, curve: CurveClient | None, heartbeat: Heartbeat, what: str) -> None:
+        self.address = address
+        self.socket = make_socket(zmq.SUB, heartbeat)
+        self.monitor = Monitor(self.socket)
+        try:
+            with zmq_errors(f"{what}: connecting to signals at {address}"):
+                if curve is not None:
+                    curve.apply(self.socket)
+                self.socket.connect(address)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.monitor.close()
+        self.socket.close(linger=0)
+
+
+class SignalHub:
+    """A blocking client's signals: one thread owns the SUB socket and runs the callbacks.
+
+    The hub follows its device without blocking a callback: ``move(address)`` re-subscribes
+    every topic at a new signal address (a server restarted or found elsewhere), confirmed
+    by a welcome; a lost connection (seen by the SUB's monitor, or by its heartbeats when
+    the peer falls silent) or a move left unconfirmed for ``patience`` seconds is reported
+    through ``lost()``, for the client to find its device again on a thread of its own.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        tables: Tables,
+        what: str,
+        *,
+        curve: CurveClient | None,
+        heartbeat: Heartbeat,
+        patience: float,
+        lost: Callable[[], None],
+    ) -> None:
         self._address = address
         self._curve = curve
+        self._heartbeat = heartbeat
+        self._patience = patience
+        self._lost = lost
         self._deliveries = _Deliveries(tables, what)
         self._what = what
         self._lock = threading.Lock()
@@ -137,6 +188,11 @@ class SignalHub:
         self._waker = Waker()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # owned by the hub thread
+        self._subscribed: set[str] = set()
+        self._pending: dict[bytes, threading.Event] = {}
+        self._confirming: tuple[bytes, float] | None = None
+        """The welcome topic that confirms a move, and by when (``time.monotonic()``) it must arrive."""
 
     @property
     def missed(self) -> dict[str, int]:
@@ -164,6 +220,16 @@ class SignalHub:
                 self._commands.put(("unsub", name, None))
                 self._waker.wake()
 
+    def move(self, address: str, curve: CurveClient | None) -> None:
+        """Take the signals from ``address`` from now on (the handshake's signal address); returns at once."""
+        with self._lock:
+            if self._closed or address == self._address:
+                return
+            self._address, self._curve = address, curve
+            if self._thread is not None:
+                self._commands.put(("move", None, None))
+        self._waker.wake()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -174,58 +240,118 @@ class SignalHub:
             thread.join()
         self._waker.close()
 
+    def _connect(self) -> _Subscriber:
+        with self._lock:
+            address, curve = self._address, self._curve
+        return _Subscriber(address, curve, self._heartbeat, self._what)
+
     def _run(self) -> None:
-        sub = make_socket(zmq.SUB)
-        pending: dict[bytes, threading.Event] = {}
-        subscribed: set[str] = set()
+        subscriber: _Subscriber | None = None
         try:
-            with zmq_errors(f"{self._what}: connecting to signals at {self._address}"):
-                if self._curve is not None:
-                    self._curve.apply(sub)
-                sub.connect(self._address)
-            poller = zmq.Poller()
-            poller.register(sub, zmq.POLLIN)
-            poller.register(self._waker.fileno(), zmq.POLLIN)
+            subscriber = self._connect()
+            poller = self._poller(subscriber)
             while True:
-                ready = dict(poller.poll())
+                ready = dict(poller.poll(self._wait()))
+                if subscriber.socket in ready:
+                    self._receive(subscriber.socket)
+                if subscriber.monitor.socket in ready and subscriber.monitor.drain():
+                    self._report_lost(f"lost the connection to {subscriber.address}")
+                if self._confirming is not None and time.monotonic() > self._confirming[1]:
+                    subscriber.socket.unsubscribe(self._confirming[0])
+                    self._confirming = None
+                    self._report_lost(f"{subscriber.address} did not confirm the subscriptions in time")
                 if self._waker.fileno() in ready:
                     self._waker.drain()
-                    if not self._commands_done(sub, pending, subscribed):
+                    following = self._commands_done(subscriber)
+                    if following is None:
                         return
-                if sub in ready:
-                    self._receive(sub, pending)
+                    if following is not subscriber:
+                        subscriber.close()
+                        subscriber, poller = following, self._poller(following)
         except Exception:
             logger.exception("%s: the signal thread failed", self._what)
         finally:
-            sub.close(linger=0)
-            for event in pending.values():
+            if subscriber is not None:
+                subscriber.close()
+            for event in self._pending.values():
                 event.set()
 
-    def _commands_done(
-        self, sub: zmq.Socket[bytes], pending: dict[bytes, threading.Event], subscribed: set[str]
-    ) -> bool:
+    def _poller(self, subscriber: _Subscriber) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(subscriber.socket, zmq.POLLIN)
+        poller.register(subscriber.monitor.socket, zmq.POLLIN)
+        poller.register(self._waker.fileno(), zmq.POLLIN)
+        return poller
+
+    def _wait(self) -> int | None:
+        """Milliseconds the hub may sleep: until a move must be confirmed, else until something happens."""
+        if self._confirming is None:
+            return None
+        return int(max(0.0, self._confirming[1] - time.monotonic()) * 1000) + 1
+
+    def _report_lost(self, why: str) -> None:
+        """Tell the client, which looks for the device on its own thread.
+
+        The sequence numbers are kept: a subscriber that stalled long enough for its
+        heartbeats to fail comes back to the same server, and counts what it missed.
+        """
+        logger.info("%s: signals: %s; finding the device again", self._what, why)
+        self._lost()
+
+    def _commands_done(self, subscriber: _Subscriber) -> _Subscriber | None:
+        """Carry out the queued commands; the subscriber to go on with (a new one after a move), None to stop."""
         while True:
             try:
                 command, name, live = self._commands.get_nowait()
             except queue.Empty:
-                return True
+                return subscriber
+            sub = subscriber.socket
             if command == "stop":
-                return False
-            if command == "sub":
-                if name not in subscribed:
+                return None
+            if command == "move":
+                subscriber = self._moved(subscriber)
+            elif command == "sub":
+                if name not in self._subscribed:
                     sub.subscribe(topic(name))
-                    subscribed.add(name)
+                    self._subscribed.add(name)
                 token = welcome_topic()
-                pending[token] = live
+                self._pending[token] = live
                 sub.subscribe(token)
-            elif command == "unsub" and name in subscribed:
+            elif command == "unsub" and name in self._subscribed:
                 with self._lock:
                     still_wanted = bool(self._deliveries.callbacks.get(name))
                 if not still_wanted:
                     sub.unsubscribe(topic(name))
-                    subscribed.discard(name)
+                    self._subscribed.discard(name)
 
-    def _receive(self, sub: zmq.Socket[bytes], pending: dict[bytes, threading.Event]) -> None:
+    def _moved(self, old: _Subscriber) -> _Subscriber:
+        """A subscriber at the new address with every topic, then the welcomes still awaited and one for the move.
+
+        A new connection gets its socket's subscriptions before any made later, so the
+        move's welcome proves every topic is subscribed at the new server.
+        """
+        with self._lock:
+            address = self._address
+        if address == old.address:
+            return old
+        try:
+            new = self._connect()
+        except ZidlError as exc:
+            logger.warning("%s: signals: %s", self._what, exc)
+            self._lost()
+            return old
+        for name in self._subscribed:
+            new.socket.subscribe(topic(name))
+        for token in self._pending:
+            new.socket.subscribe(token)
+        token = welcome_topic()
+        new.socket.subscribe(token)
+        self._confirming = (token, time.monotonic() + self._patience)
+        self._deliveries.restart()
+        logger.info("%s: signals move to %s", self._what, address)
+        return new
+
+    def _receive(self, sub: zmq.Socket[bytes]) -> None:
         while True:
             try:
                 frames = recv_frames(sub, copied=2, flags=zmq.NOBLOCK)
@@ -234,7 +360,10 @@ class SignalHub:
             head = frames[0]
             if head.startswith(WELCOME):
                 sub.unsubscribe(head)
-                live = pending.pop(head, None)
+                if self._confirming is not None and head == self._confirming[0]:
+                    self._confirming = None
+                    logger.info("%s: signals are live again (%d topic(s))", self._what, len(self._subscribed))
+                live = self._pending.pop(head, None)
                 if live is not None:
                     live.set()
                 continue
@@ -282,18 +411,39 @@ class Signal(Generic[P]):
 
 
 class AsyncSignalHub:
-    """An asyncio client's signals: a SUB socket and a reader task on the client's loop."""
+    """An asyncio client's signals: a SUB socket, its reader and its monitor on the client's loop.
 
-    def __init__(self, address: str, tables: Tables, what: str, curve: CurveClient | None = None) -> None:
+    It follows its device as ``SignalHub`` does: ``move(address)`` re-subscribes every topic
+    at a new signal address, confirmed by a welcome, and a lost connection (the monitor,
+    or heartbeats for a silent peer) or a move unconfirmed for ``patience`` seconds is
+    reported through ``lost()``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        tables: Tables,
+        what: str,
+        *,
+        curve: CurveClient | None,
+        heartbeat: Heartbeat,
+        patience: float,
+        lost: Callable[[], None],
+    ) -> None:
         self._address = address
         self._curve = curve
+        self._heartbeat = heartbeat
+        self._patience = patience
+        self._lost = lost
         self._deliveries = _Deliveries(tables, what)
         self._what = what
-        self._sync: zmq.Socket[bytes] | None = None
+        self._subscriber: _Subscriber | None = None
         self._sub: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._watched: zmq.asyncio.Socket | None = None
+        self._readers: list[asyncio.Task[None]] = []
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._subscribed: set[str] = set()
+        self._confirming: tuple[bytes, asyncio.TimerHandle] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._closed = False
 
@@ -302,17 +452,34 @@ class AsyncSignalHub:
         return self._deliveries.missed
 
     def _socket(self) -> zmq.asyncio.Socket:
+        """The SUB socket, connected on first use, and again after a move with every topic and awaited welcome."""
         if self._closed:
             raise ClientClosed(f"{self._what} is closed")
         if self._sub is None:
-            self._sync = make_socket(zmq.SUB)
-            with zmq_errors(f"{self._what}: connecting to signals at {self._address}"):
-                if self._curve is not None:
-                    self._curve.apply(self._sync)
-                self._sync.connect(self._address)
-            self._sub = zmq.asyncio.Socket.from_socket(self._sync)
-            self._reader = asyncio.get_running_loop().create_task(self._read(self._sub))
+            subscriber = _Subscriber(self._address, self._curve, self._heartbeat, self._what)
+            sub = zmq.asyncio.Socket.from_socket(subscriber.socket)
+            watched = zmq.asyncio.Socket.from_socket(subscriber.monitor.socket)
+            for name in self._subscribed:
+                sub.subscribe(topic(name))
+            for token in self._pending:
+                sub.subscribe(token)
+            loop = asyncio.get_running_loop()
+            self._readers = [loop.create_task(self._read(sub)), loop.create_task(self._watch(watched))]
+            self._subscriber, self._sub, self._watched = subscriber, sub, watched
         return self._sub
+
+    def _close_socket(self) -> list[asyncio.Task[None]]:
+        """Close the SUB socket and its monitor; the reader tasks, cancelled, are returned to be awaited."""
+        readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.cancel()
+        for each in (self._watched, self._sub):
+            if each is not None:
+                each.close(linger=0)
+        if self._subscriber is not None:
+            self._subscriber.close()
+        self._subscriber = self._sub = self._watched = None
+        return readers
 
     async def subscribe(self, name: str, callback: Callable[..., object], timeout: float | None) -> None:
         sub = self._socket()
@@ -338,21 +505,63 @@ class AsyncSignalHub:
             self._sub.unsubscribe(topic(name))
             self._subscribed.discard(name)
 
+    def move(self, address: str, curve: CurveClient | None) -> None:
+        """Take the signals from ``address`` from now on (the handshake's signal address).
+
+        A new connection gets its socket's subscriptions before any made later, so the
+        move's welcome proves every topic is subscribed at the new server.
+        """
+        if self._closed or address == self._address:
+            return
+        self._address, self._curve = address, curve
+        if self._sub is None:
+            return  # nothing subscribed yet: the first subscription connects there
+        self._close_socket()
+        self._deliveries.restart()
+        logger.info("%s: signals move to %s", self._what, address)
+        token = welcome_topic()
+        self._socket().subscribe(token)
+        self._unconfirm()
+        self._confirming = (token, asyncio.get_running_loop().call_later(self._patience, self._unconfirmed, token))
+
+    def _unconfirm(self) -> None:
+        if self._confirming is not None:
+            self._confirming[1].cancel()
+            self._confirming = None
+
+    def _unconfirmed(self, token: bytes) -> None:
+        if self._confirming is None or self._confirming[0] != token:
+            return
+        self._confirming = None
+        if self._sub is not None:
+            self._sub.unsubscribe(token)
+        self._report_lost(f"{self._address} did not confirm the subscriptions in time")
+
+    def _report_lost(self, why: str) -> None:
+        """Tell the client, which looks for the device in a task of its own (sequence numbers are kept)."""
+        logger.info("%s: signals: %s; finding the device again", self._what, why)
+        self._lost()
+
     async def close(self) -> None:
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
+        self._unconfirm()
+        for reader in self._close_socket():
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+                await reader
         for task in list(self._tasks):
             task.cancel()
         for live in self._pending.values():
             if not live.done():
                 live.set_exception(ClientClosed(f"{self._what} is closed"))
-        if self._sub is not None:
-            self._sub.close(linger=0)
-        if self._sync is not None:
-            self._sync.close(linger=0)
+
+    async def _watch(self, watched: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames: list[bytes] = await watched.recv_multipart()
+            except zmq.ZMQError:
+                return
+            if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
+                self._report_lost(f"lost the connection to {self._address}")
 
     async def _read(self, sub: zmq.asyncio.Socket) -> None:
         while True:
@@ -363,6 +572,9 @@ class AsyncSignalHub:
             head = frames[0].bytes
             if head.startswith(WELCOME):
                 sub.unsubscribe(head)
+                if self._confirming is not None and head == self._confirming[0]:
+                    self._unconfirm()
+                    logger.info("%s: signals are live again (%d topic(s))", self._what, len(self._subscribed))
                 live = self._pending.pop(head, None)
                 if live is not None and not live.done():
                     live.set_result(None)
