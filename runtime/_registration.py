@@ -138,7 +138,8 @@ class Registration:
         if now is None:
             now = time.monotonic()
         self._check_handshake()
-        if now >= self._ack_check and self._beats is not None:
+        silent = self._lease is not None and now - self._last_answer > self._ttl
+        if self._beats is not None and (now >= self._ack_check or silent):  # silent: an answer may just be late
             self._ack_check = math.inf
             self._read(self._beats)
         if self._lease is None:

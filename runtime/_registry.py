@@ -414,7 +414,7 @@ class Registry:
                 continue
             if self._probes:
                 self._expire_probes(now)
-            if now >= next_drain:  # before the sweep: a heartbeat waiting in the queue still counts
+            if now >= next_drain or now >= next_sweep:  # before a sweep: a heartbeat in the queue still counts
                 self._drain_heartbeats()
                 next_drain = now + self.batch_interval
             if now >= next_sweep:
@@ -425,11 +425,11 @@ class Registry:
                 next_beat = now + self.beat_interval
 
     def _drain_heartbeats(self) -> None:
-        """Read every heartbeat queued since the last drain (one exception ends the batch, not one per message)."""
+        """Read what queued since the last drain (one zmq.Again ends a batch: no exception per message)."""
         beats = self._beats
         assert beats is not None
         recv = beats.recv_multipart
-        for _ in range(100_000):  # bounded: a flood cannot keep the loop from its other duties
+        for _ in range(5000):  # bounded, as requests are: a flood cannot keep lookups waiting
             try:
                 frames = recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -1,5 +1,7 @@
 """Hostile input: thousands of malformed messages to a server and to the registry, over real sockets.
 
+The registry gets every batch twice: on its request socket and on its heartbeat socket.
+
 Messages come from a seeded ``random.Random`` (the same every run), in batches sent
 from a DEALER without pauses. After every batch: every message that carries an id
 got an error reply with that id, every other message that can be answered got an
@@ -27,11 +29,11 @@ from fixtures.echo_iface import EchoClient
 
 from runtime import Limits
 from runtime._directory import RegistryClient
-from runtime._registry import Registry
+from runtime._registry import Registry, connectable
 
 SEED = 20240607
 BATCHES = 20
-BATCH = 550  # 20 x 550 = 11,000 messages each to the server and the registry
+BATCH = 550  # 20 x 550 = 11,000 messages each to the server and to both of the registry's sockets
 LIMITS = Limits(max_frames=64, max_bytes=1 << 20)
 LEAK_BOUND = 150 * 1024 * 1024  # resident bytes the run may add: generous, it only catches a real leak
 REPLY_WAIT_MS = 10_000
@@ -391,11 +393,14 @@ def test_registry_survives_ten_thousand_hostile_messages(escapes: Escapes) -> No
     registry = Registry("tcp://127.0.0.1:0", ttl=1.0, probe_timeout=0.2)
     with registry.running() as address, RegistryClient(address, timeout=5.0) as good:
         hostile = _dealer(address)
+        hostile_beats = _dealer(connectable(good.request("info")["heartbeats"]))
         try:
             good.request("register", **REGISTER, address="tcp://127.0.0.1:9")
             before = process.memory_info().rss
             for _ in range(BATCHES):
-                _send_batch(hostile, [fuzz.message() for _ in range(BATCH)], _registry_reply)
+                batch = [fuzz.message() for _ in range(BATCH)]
+                _send_batch(hostile, batch, _registry_reply)
+                _send_batch(hostile_beats, batch, _registry_reply)  # there, all but a heartbeat are refused
                 assert good.request("ping")["ok"] is True, "a valid request failed after a batch"
                 assert isinstance(good.list_devices(), list)
                 assert not escapes.problems, escapes.problems[:3]
@@ -403,3 +408,4 @@ def test_registry_survives_ten_thousand_hostile_messages(escapes: Escapes) -> No
             assert grown < LEAK_BOUND, f"resident memory grew by {grown / 2**20:.0f} MiB"
         finally:
             hostile.close(linger=0)
+            hostile_beats.close(linger=0)

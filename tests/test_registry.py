@@ -15,18 +15,18 @@ from typing import Any
 import pytest
 import zmq
 
-from runtime._directory import DeviceRecord, list_devices, lookup, lookup_async, watch
+from runtime._directory import DeviceRecord, RegistryClient, list_devices, lookup, lookup_async, watch
 from runtime._errors import DeviceNotFound, RegistryUnavailable
 from runtime._registration import Registration
-from runtime._registry import Registry, effective_address
+from runtime._registry import Registry, connectable, effective_address
 from runtime._systemd import SystemdNotifier
 
 TTL = 0.6
 HEARTBEAT = 0.2
 
 
-def _registry(bind: str = "tcp://127.0.0.1:0") -> Registry:
-    return Registry(bind, ttl=TTL, heartbeat=HEARTBEAT, probe_timeout=0.2, beat_interval=0.2)
+def _registry(bind: str = "tcp://127.0.0.1:0", **options: Any) -> Registry:
+    return Registry(bind, ttl=TTL, heartbeat=HEARTBEAT, probe_timeout=0.2, beat_interval=0.2, **options)
 
 
 @pytest.fixture
@@ -223,17 +223,97 @@ def test_heartbeats_keep_a_device_registered_past_its_ttl(registry: str, devices
     assert lookup("cam", registry=registry).last_heartbeat < TTL
 
 
-def test_restarted_registry_has_the_device_back_within_two_heartbeats(devices: list[Device]) -> None:
-    first = _registry()
+@pytest.mark.parametrize("heartbeat_port", ["new", "same"])
+def test_restarted_registry_has_the_device_back_within_two_heartbeats(
+    devices: list[Device], heartbeat_port: str
+) -> None:
+    # A new heartbeat port: the device's heartbeat DEALER is not connected, the heartbeat falls back
+    # to the request socket and is refused at once. The same port: the heartbeat socket refuses it.
+    options = {"heartbeats_bind": _dead_address()} if heartbeat_port == "same" else {}
+    first = _registry(**options)
     with first.running() as address:
         devices.append(Device(address, "cam"))
         assert devices[0].name() == "cam"
-    with _registry(address).running():
+    with _registry(address, **options).running():
         start = time.monotonic()
         assert devices[0].name(timeout=5) == "cam"
         elapsed = time.monotonic() - start
         assert elapsed < 2 * HEARTBEAT, f"registered again after {elapsed:.2f} s"
         assert lookup("cam", registry=address).address == devices[0].address
+
+
+def _beats(raw: Raw) -> Raw:
+    """A bare DEALER on the registry's heartbeat socket."""
+    return Raw(connectable(raw.request(k="info")["heartbeats"]))
+
+
+def test_heartbeats_on_their_own_socket_renew_the_lease(registry: str, raw: Raw) -> None:
+    lease = raw.register("ghost", _dead_address(), ttl=0.3, heartbeat=0.1)["lease"]
+    beats = _beats(raw)
+    removed = threading.Event()
+    try:
+        with watch(lambda kind, r: removed.set() if kind == "removed" else None, registry=registry, initial=False):
+            for n in range(12):  # 1.2 s: four times the ttl
+                ack = n % 4 == 3
+                beats.socket.send(json.dumps({"v": 1, "id": n, "k": "heartbeat", "lease": lease, "ack": ack}).encode())
+                if ack:  # the unasked-for heartbeats before it got no answer: this is the first one waiting
+                    assert beats.socket.poll(2000) and json.loads(beats.socket.recv()) == {"v": 1, "id": n, "ok": True}
+                assert not removed.wait(0.1)
+    finally:
+        beats.close()
+    assert lookup("ghost", registry=registry).last_heartbeat < 0.3
+
+
+def test_lease_renewed_on_the_heartbeat_socket_expires_within_ttl_and_a_batch(registry: str, raw: Raw) -> None:
+    ttl = 0.3
+    lease = raw.register("ghost", _dead_address(), ttl=ttl, heartbeat=0.1)["lease"]
+    beats = _beats(raw)
+    removed: queue.Queue[str] = queue.Queue()
+    try:
+        with watch(
+            lambda kind, r: removed.put(r.name) if kind == "removed" else None, registry=registry, initial=False
+        ):
+            last = time.monotonic()
+            assert beats.request(k="heartbeat", lease=lease, ack=True)["ok"] is True  # the last one
+            assert removed.get(timeout=2) == "ghost"
+            elapsed = time.monotonic() - last
+    finally:
+        beats.close()
+    # renewed no earlier than it was sent; dropped within ttl + batch (25 ms) + sweep (30 ms), plus slack
+    assert ttl <= elapsed < ttl + 0.5, f"dropped {elapsed:.2f} s after the last heartbeat"
+
+
+def test_heartbeat_socket_refuses_everything_but_heartbeats(raw: Raw) -> None:
+    beats = _beats(raw)
+    try:
+        assert beats.request(k="lookup", name="cam")["error"] == "unknown-kind"
+        assert beats.request(k="heartbeat", lease="nope", ack=True)["error"] == "unknown"
+        assert beats.request(k="heartbeat", lease="nope")["error"] == "unknown"  # failures are always answered
+    finally:
+        beats.close()
+
+
+def test_a_devices_heartbeats_go_to_the_heartbeat_socket(registry: str, devices: list[Device]) -> None:
+    devices.append(Device(registry, "cam"))
+    devices[0].name()
+    reg = devices[0].registration
+    assert reg is not None
+    with RegistryClient(registry) as client:
+        assert reg.heartbeats == connectable(client.request("info")["heartbeats"])
+    sent: list[bool] = []  # per heartbeat: went to the heartbeat socket
+    three = threading.Event()
+    send = reg._send
+
+    def spy(message: dict[str, Any], sock: zmq.Socket[bytes] | None = None) -> bool:
+        if message["k"] == "heartbeat":
+            sent.append(sock is not None)
+            if len(sent) == 3:
+                three.set()
+        return send(message, sock)
+
+    reg._send = spy  # type: ignore[method-assign]
+    assert three.wait(2)
+    assert all(sent), sent
 
 
 def test_registration_waits_for_a_registry_that_is_not_there_yet(devices: list[Device]) -> None:
@@ -296,8 +376,14 @@ def test_async_lookup(registry: str, devices: list[Device]) -> None:
         [b'{"v": 1, "id": 1, "k": "lookup", "name": "' + b"[" * 5000],
     ],
 )
-def test_malformed_request_gets_an_error_and_the_registry_keeps_working(raw: Raw, frames: list[bytes]) -> None:
-    reply = raw.send(*frames)
+@pytest.mark.parametrize("to", ["requests", "heartbeats"])
+def test_malformed_request_gets_an_error_and_the_registry_keeps_working(raw: Raw, frames: list[bytes], to: str) -> None:
+    target = raw if to == "requests" else _beats(raw)
+    try:
+        reply = target.send(*frames)
+    finally:
+        if target is not raw:
+            target.close()
     assert reply["ok"] is False and isinstance(reply["error"], str)
     assert raw.request(k="ping")["ok"] is True
     assert raw.register("cam", _dead_address())["name"] == "cam"

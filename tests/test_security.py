@@ -28,7 +28,10 @@ from runtime import (
     watch,
     write_keypair,
 )
+from runtime._directory import RegistryClient
 from runtime._registration import Registration
+from runtime._registry import connectable
+from runtime._transport import Monitor
 
 PROMPT = 1.0
 """Seconds within which a refused client must be told (its timeout is far longer)."""
@@ -223,6 +226,38 @@ def test_refused_key_cannot_register_and_the_device_says_so_at_once(
         logger.removeHandler(refusals)
     good = CurveClient(keys.registry.public, secret_key=keys.client.secret)
     assert list_devices(registry=secure_registry, curve=good) == []
+
+
+@pytest.mark.parametrize("case", ["allowed", "no curve", "key not allowed"])
+def test_heartbeat_socket_is_behind_curve_too(keys: Keys, secure_registry: str, case: str) -> None:
+    good = CurveClient(keys.registry.public, secret_key=keys.client.secret)
+    with RegistryClient(secure_registry, curve=good, timeout=TIMEOUT) as client:
+        fields = {"name": "cam", "interface": "Echo", "version": 1, "hash": "h", "address": "tcp://127.0.0.1:9"}
+        reply = client.request("register", **fields)
+    curve = {
+        "allowed": good,
+        "no curve": None,
+        "key not allowed": CurveClient(keys.registry.public, secret_key=keys.stranger.secret),
+    }[case]
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(sock)
+    monitor = Monitor(sock)
+    try:
+        sock.connect(connectable(reply["heartbeats"]))
+        sock.send(json.dumps({"v": 1, "id": 1, "k": "heartbeat", "lease": reply["lease"], "ack": True}).encode())
+        if case == "allowed":
+            assert sock.poll(int(TIMEOUT * 1000)) and json.loads(sock.recv())["ok"] is True
+        else:
+            deadline = time.monotonic() + PROMPT
+            while monitor.refused is None and monitor.socket.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                monitor.drain()
+            assert monitor.refused is not None, "the heartbeat socket took a handshake it should refuse"
+            assert not sock.poll(0)
+    finally:
+        monitor.close()
+        sock.close(0)
 
 
 # --- nothing stops a server remotely -----------------------------------------------------------------
