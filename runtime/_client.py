@@ -565,7 +565,7 @@ class Client:
         kind: str,
         name: str | None,
     ) -> None:
-        ask_again = time.monotonic() + (self._timeout if self._timeout is not None else DEFAULT_TIMEOUT)
+        ask_again = time.monotonic() + device_patience(self._timeout)
         while True:
             try:
                 send_frames(connection.socket, frames, zmq.NOBLOCK)
@@ -587,4 +587,4 @@ class Client:
             if kind != "hello" and self._locate is not None and time.monotonic() > ask_again:
                 if self._moved(connection):
                     raise _Moved
-                ask_again = time.monotonic() + (self._timeout if self._timeout is not None else DEFAULT_TIMEOUT)
+                ask_again = time.monotonic() + device_patience(self._timeout)
