@@ -21,8 +21,8 @@ check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check codegen runtime generated tests examples bench
-	$(BIN)/ruff format --check generated
-	$(BIN)/mypy codegen runtime generated
+	$(BIN)/ruff format --check generated tests/fixtures/generated bench/generated
+	$(BIN)/mypy codegen runtime generated tests/fixtures/generated bench/generated
 
 test: lint
 	$(BIN)/pytest -q

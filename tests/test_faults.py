@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import EchoClient, Mode
+from fixtures.generated.echo import EchoClient, Mode
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
 from runtime import CallTimeout, ConnectionLost
@@ -122,7 +122,7 @@ def test_client_killed_mid_call_leaves_the_server_serving(address: str, echo: Ec
     script = textwrap.dedent(
         """
         import sys
-        from fixtures.echo_iface import EchoClient
+        from fixtures.generated.echo import EchoClient
         EchoClient.connect(sys.argv[1]).sleep(0.3)
         """
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import AsyncEchoClient, EchoClient
+from fixtures.generated.echo import AsyncEchoClient, EchoClient
 
 from runtime import Registry
 

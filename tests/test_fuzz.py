@@ -25,7 +25,7 @@ import psutil
 import pytest
 import zmq
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import EchoClient
+from fixtures.generated.echo import EchoClient
 
 from runtime import Limits
 from runtime._directory import RegistryClient
@@ -239,7 +239,7 @@ class ServerFuzz:
 
     def bad_oneway(self) -> Hostile:
         # a oneway method with bad arguments: nothing to reply to, nothing may break
-        header = self.header(k="call", n="emit", b={"n": self.rng.choice(["x", None, -(10**30), [1]])})
+        header = self.header(k="call", n="burst", b={"n": self.rng.choice(["x", None, -(10**30), [1]])})
         return Hostile([_dump(header)], NONE)
 
 

@@ -19,9 +19,13 @@ def _py_files(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.glob("*.py"))}
 
 
-def test_committed_generated_code_is_what_make_generate_writes(tmp_path: Path) -> None:
-    assert main(["generate", str(ROOT / "idl"), "-o", str(tmp_path)]) == 0
-    assert _py_files(tmp_path) == _py_files(ROOT / "generated")
+@pytest.mark.parametrize(
+    ("idl", "generated"),
+    [("idl", "generated"), ("tests/fixtures/idl", "tests/fixtures/generated"), ("bench/idl", "bench/generated")],
+)
+def test_committed_generated_code_is_what_zidl_generate_writes(idl: str, generated: str, tmp_path: Path) -> None:
+    assert main(["generate", str(ROOT / idl), "-o", str(tmp_path)]) == 0
+    assert _py_files(tmp_path) == _py_files(ROOT / generated)
 
 
 def test_generating_twice_gives_the_same_bytes(tmp_path: Path) -> None:

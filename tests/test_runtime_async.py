@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import AsyncEchoClient, Mode
+from fixtures.generated.echo import AsyncEchoClient, Mode
 from fixtures.runtime_fixtures import address, echo  # noqa: F401
 from pydantic import ValidationError
 
@@ -77,7 +77,7 @@ def test_async_signals_with_plain_and_coroutine_callbacks(address: str, echo: Ec
 
             await client.tick.connect(on_plain)
             await client.tick.connect(on_coroutine)
-            await client.emit(3)
+            await client.burst(3)
             await asyncio.wait_for(done.wait(), 5)
             assert plain == awaited == [(0, "tick 0"), (1, "tick 1"), (2, "tick 2")]
             await client.tick.disconnect(on_plain)

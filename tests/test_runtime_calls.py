@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import INTERFACE, Busy, EchoClient, Meta, Mode
+from fixtures.generated.echo import INTERFACE, Busy, EchoClient, Meta, Mode
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 from pydantic import ValidationError
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import AsyncEchoClient, EchoClient
+from fixtures.generated.echo import AsyncEchoClient, EchoClient
 
 
 class Overlapping(Echo):

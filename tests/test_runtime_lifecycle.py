@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import zmq
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import INTERFACE, AsyncEchoClient, EchoClient
+from fixtures.generated.echo import INTERFACE, AsyncEchoClient, EchoClient
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
 from runtime import Client, ConnectionLost, FieldSpec, InterfaceMismatch, Limits, MethodSpec
@@ -79,7 +79,7 @@ def test_process_exits_promptly_with_no_stray_threads() -> None:
         """
         import asyncio, threading, time
         from fixtures.echo_device import Echo
-        from fixtures.echo_iface import AsyncEchoClient, EchoClient
+        from fixtures.generated.echo import AsyncEchoClient, EchoClient
         start = time.monotonic()
         with Echo().running("tcp://127.0.0.1:0") as address:
             with EchoClient.connect(address) as client:

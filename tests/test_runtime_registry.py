@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import AsyncEchoClient, EchoClient
+from fixtures.generated.echo import AsyncEchoClient, EchoClient
 
 from runtime import DeviceNotFound
 from runtime._registry import Registry

@@ -7,7 +7,7 @@ import threading
 import time
 
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import EchoClient
+from fixtures.generated.echo import EchoClient
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
 
@@ -55,7 +55,7 @@ def test_emission_right_after_connect_returns_is_received(address: str, echo: Ec
 def test_emission_from_a_method_and_keyword_arguments(client: EchoClient) -> None:
     collector = Collector(3)
     client.tick.connect(collector)
-    client.emit(3)  # oneway: the server emits from its worker thread
+    client.burst(3)  # oneway: the server emits from its worker thread
     assert collector.done.wait(5)
     assert collector.items == [(0, "tick 0"), (1, "tick 1"), (2, "tick 2")]
 

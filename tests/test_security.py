@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import zmq
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.echo_iface import AsyncEchoClient, EchoClient, Mode
+from fixtures.generated.echo import AsyncEchoClient, EchoClient, Mode
 
 from runtime import (
     AuthenticationFailed,
