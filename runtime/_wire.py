@@ -26,6 +26,7 @@ from typing import Any, Final
 import numpy as np
 import zmq
 from pydantic import BaseModel
+from pydantic_core import from_json, to_json
 
 from ._errors import ProtocolError
 from ._ndarray import check_dtype
@@ -115,19 +116,46 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.JSONDecoder().decode
 
 
+def dump_json(value: Any) -> bytes:
+    """``value`` (plain JSON types only) as UTF-8 JSON, NaN and infinities written as ``json`` writes them.
+
+    pydantic-core's writer takes about a quarter of the time of ``json``'s on a small
+    header (floats above all). What it refuses (nesting deeper than it goes, a string
+    with a lone surrogate) goes to ``json``, which sends it as before.
+    """
+    try:
+        return to_json(value, inf_nan_mode="constants")
+    except ValueError:
+        return _dumps(value).encode()
+
+
+def _load_json(raw: bytes) -> Any:
+    """The JSON value in ``raw``; raises what ``json`` raises on a bad one.
+
+    pydantic-core's parser takes about a third of the time of ``json``'s on a small
+    header. What it refuses (bad JSON, but also nesting deeper than 200 or a lone
+    surrogate escape, which ``json`` takes) is handed to ``json``, whose verdict and
+    message stand, so both sides accept exactly what they did.
+    """
+    try:
+        return from_json(raw, cache_strings=False)
+    except ValueError:
+        return _loads(raw.decode())
+
+
 def encode(header: dict[str, Any], body: Any = _NOTHING) -> list[Any]:
     """The frames of a message: ``header`` as JSON (with ``body`` under ``"b"``), then the binary values.
 
     Raises ``TypeError`` when ``body`` holds a value that cannot travel.
     """
     if body is _NOTHING:
-        return [_dumps(header).encode()]
+        return [dump_json(header)]
     encoder = _Encoder()
     try:
         header["b"] = encoder.walk(body)
         if encoder.marked:
             header["x"] = 1
-        head = _dumps(header).encode()
+        head = dump_json(header)
     except ValueError as exc:  # circular references
         raise TypeError(str(exc)) from None
     except RecursionError:  # a value nested deeper than the stack allows (a hostile echo, say)
@@ -169,7 +197,7 @@ def decode_header(frame: Frame) -> dict[str, Any]:
     """Parse and check the header frame (protocol version, request id)."""
     raw = frame if type(frame) is bytes else frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
     try:
-        header = _loads(raw.decode())
+        header = _load_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"header is not JSON: {exc}") from None
     except RecursionError:
