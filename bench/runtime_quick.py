@@ -5,12 +5,16 @@
 * a 36 MiB ndarray returned by a call, in MB/s, against raw DEALER/ROUTER with
   ``copy=False`` and ``np.frombuffer`` (target: at least 0.9x).
 
-Each server runs in a separate process. Run: ``.venv/bin/python bench/runtime_quick.py``.
+Each server runs in a separate process, pinned to the server CPU, and the client to
+the client CPU, as ``bench/run.py`` places them: unpinned, where the scheduler put
+the processes moved the raw round trip between 135 and 300 us from one run to the
+next. Run: ``.venv/bin/python bench/runtime_quick.py``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -22,6 +26,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import CLIENT_CPU, SERVER_CPU
 from runtime import Client, FieldSpec, Interface, MethodSpec, NDArray, Server
 
 SMALL_CALLS = 3000
@@ -95,10 +100,17 @@ def _raw_router(address: str, ready: Any) -> None:
 
 
 def _start(target: Any, address: str) -> tuple[multiprocessing.Process, Any, str]:
+    """Start a server on the server CPU (the child and all its threads inherit the affinity at start)."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     process = ctx.Process(target=target, args=(address, queue))
-    process.start()
+    saved = os.sched_getaffinity(0)
+    if len(saved) > 1:
+        os.sched_setaffinity(0, {SERVER_CPU})
+    try:
+        process.start()
+    finally:
+        os.sched_setaffinity(0, saved)
     return process, queue, queue.get(timeout=30)
 
 
@@ -111,6 +123,8 @@ def main() -> None:
     rep_process, _, rep_address = _start(_raw_rep, "tcp://127.0.0.1")
     router_process, _, router_address = _start(_raw_router, "tcp://127.0.0.1")
     zidl_process, zidl_queue, zidl_address = _start(_zidl_server, "tcp://127.0.0.1:0")
+    if len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {CLIENT_CPU})
     ctx = zmq.Context.instance()
     req = ctx.socket(zmq.REQ)
     req.connect(rep_address)
