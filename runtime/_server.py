@@ -66,6 +66,7 @@ from ._wire import (
     decode_body,
     decode_header,
     encode,
+    encode_plain,
     request_id_of,
 )
 
@@ -360,9 +361,6 @@ class _Engine:
             if self.grant is not None:
                 self.grant.close()
             raise
-        # what the wire may reach: built from the description, never from a received name
-        self.methods = {m.name: (m, getattr(server, m.name)) for m in self.interface.methods}
-        self.setters = {p.name: getattr(server, f"set_{p.name}", None) for p in self.interface.properties if p.writable}
         self.hello = {"interface": self.interface.to_dict(), "signals": self.pub_address, "protocol": PROTOCOL}
         self.outbox: queue.SimpleQueue[tuple[bytes | None, list[Any]]] = queue.SimpleQueue()
         self.waker = Waker()
@@ -370,6 +368,9 @@ class _Engine:
         self.sequence: dict[str, int] = {}
         self.publish_lock = threading.Lock()
         self.stopping = threading.Event()
+        # what the wire may reach: built from the description, never from a received name
+        self.methods = {m.name: (m, self._plan(m, getattr(server, m.name))) for m in self.interface.methods}
+        self.setters = {p.name: getattr(server, f"set_{p.name}", None) for p in self.interface.properties if p.writable}
         self.registration: Registration | None = None
         self.registered = threading.Event()
         self.systemd: SystemdNotifier | None = None
@@ -572,7 +573,10 @@ class _Engine:
     ) -> None:
         self._answer(identity, self._reply_frames(request_id, result, error))
 
-    def _reply_frames(self, request_id: Any, result: Any, error: dict[str, Any] | None) -> list[Any]:
+    def _reply_frames(
+        self, request_id: Any, result: Any, error: dict[str, Any] | None, write: Callable[..., list[Any]] = encode
+    ) -> list[Any]:
+        """The frames of a reply; ``write`` is how its result is encoded (``encode_plain`` when the type allows)."""
         if error is not None:
             try:
                 return encode({"v": PROTOCOL, "id": request_id, "k": "err"}, error)
@@ -584,7 +588,7 @@ class _Engine:
                 }
                 return encode({"v": PROTOCOL, "id": request_id, "k": "err"}, error)
         try:
-            return encode({"v": PROTOCOL, "id": request_id, "k": "ok"}, result)
+            return write({"v": PROTOCOL, "id": request_id, "k": "ok"}, result)
         except (TypeError, ValueError) as exc:
             logger.error("a result could not be sent: %s", exc)
             error = {"kind": "remote", "type": "SerializationError", "message": f"the result could not be sent: {exc}"}
@@ -626,9 +630,9 @@ class _Engine:
         if not isinstance(args, dict):
             self._reply(identity, request_id, error=describe_protocol(f"the arguments of {name} are not an object"))
             return
-        spec, implementation = entry
+        spec, plan = entry
         deadline = time.monotonic() + timeout if isinstance(timeout, int | float) and timeout >= 0 else None
-        job = functools.partial(self._run_call, request_id, spec, implementation, args, deadline)
+        job = functools.partial(plan, request_id, args, deadline)
         if spec.concurrent:
             self.pool.submit(self._run_elsewhere, identity, job)
         else:
@@ -697,48 +701,54 @@ class _Engine:
         if self.leader is not threading.current_thread():
             self.waker.wake()
 
-    def _run_call(
-        self,
-        request_id: Any,
-        spec: MethodSpec,
-        implementation: Callable[..., Any],
-        args: dict[str, Any],
-        deadline: float | None,
-    ) -> list[Any] | None:
-        """Run one call on this thread; the frames of its reply, or None when nothing is to be sent."""
+    def _plan(self, spec: MethodSpec, implementation: Callable[..., Any]) -> Callable[..., list[Any] | None]:
+        """The call plan of one method, built once: a function that runs one call on the thread it is called on.
+
+        It takes the request id, the arguments as received and the deadline, and
+        returns the frames of the reply, or None when nothing is to be sent. What
+        depends only on the method (its validators, how its result is written) is
+        looked up here, once, instead of on every call.
+        """
         name, oneway = spec.name, spec.oneway
-        if self.stopping.is_set():
-            return None
-        error: dict[str, Any]
-        if deadline is not None and time.monotonic() > deadline:
-            logger.info("%s not started: its caller's deadline passed while it was queued", name)
-            error = {"kind": "expired", "message": f"{name} not started: deadline passed"}
-        else:
-            try:
-                values = self.table.validate_args(name, args)
-            except ValidationError as exc:
-                error = describe_validation(exc)
+        validate_args, validate_result = self.table.call_validators(name)
+        write = encode_plain if name in self.table.plain_results else encode
+        stopping = self.stopping.is_set
+
+        def run(request_id: Any, args: dict[str, Any], deadline: float | None) -> list[Any] | None:
+            if stopping():
+                return None
+            error: dict[str, Any]
+            if deadline is not None and time.monotonic() > deadline:
+                logger.info("%s not started: its caller's deadline passed while it was queued", name)
+                error = {"kind": "expired", "message": f"{name} not started: deadline passed"}
             else:
                 try:
-                    result = implementation(**values)
-                except Exception as exc:
-                    logger.info("%s raised %s: %s", name, type(exc).__name__, exc)
-                    error = self._describe(exc)
+                    values = validate_args(args).__dict__
+                except ValidationError as exc:
+                    error = describe_validation(exc)
                 else:
-                    if oneway:
-                        return None
                     try:
-                        result = self.table.results[name].validate_python(result)
-                    except ValidationError as exc:
-                        logger.error("%s returned a value that does not match its declared type: %s", name, exc)
-                        error = {
-                            "kind": "remote",
-                            "type": "ResultValidationError",
-                            "message": f"{name} returned a value that does not match its declared type: {exc}",
-                        }
+                        result = implementation(**values)
+                    except Exception as exc:
+                        logger.info("%s raised %s: %s", name, type(exc).__name__, exc)
+                        error = self._describe(exc)
                     else:
-                        return self._reply_frames(request_id, result, None)
-        return None if oneway else self._reply_frames(request_id, None, error)
+                        if oneway:
+                            return None
+                        try:
+                            result = validate_result(result)
+                        except ValidationError as exc:
+                            logger.error("%s returned a value that does not match its declared type: %s", name, exc)
+                            error = {
+                                "kind": "remote",
+                                "type": "ResultValidationError",
+                                "message": f"{name} returned a value that does not match its declared type: {exc}",
+                            }
+                        else:
+                            return self._reply_frames(request_id, result, None, write)
+            return None if oneway else self._reply_frames(request_id, None, error)
+
+        return run
 
     def _run_set(self, identity: bytes, request_id: Any, name: str, value: Any) -> None:
         try:

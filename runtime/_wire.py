@@ -163,6 +163,23 @@ def encode(header: dict[str, Any], body: Any = _NOTHING) -> list[Any]:
     return [head, *encoder.frames]
 
 
+def encode_plain(header: dict[str, Any], body: Any) -> list[Any]:
+    """``encode`` for a body known, from its declared and validated type, to hold only JSON's own types.
+
+    Such a body needs no walk: it is written as it is, in one pass in pydantic-core,
+    unless a key starting with ``$`` (which must be escaped) may be in it, which
+    the written text shows; then, like anything ``dump_json`` refuses, it takes ``encode``.
+    """
+    header["b"] = body
+    try:
+        head = dump_json(header)
+    except (ValueError, RecursionError):
+        return encode(header, body)
+    if b'"$' in head:
+        return encode(header, body)
+    return [head]
+
+
 def _size(frame: Any) -> int:
     return len(frame)
 

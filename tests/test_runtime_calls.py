@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 import runtime
 from runtime import CallTimeout, Client, ProtocolError, RemoteError
+from runtime._wire import decode, encode, encode_plain
 
 
 def test_public_names_are_the_runtime_surface() -> None:
@@ -241,3 +242,13 @@ def test_client_keeps_working_after_server_restarts_on_same_address() -> None:
 
 def test_interface_description_round_trips() -> None:
     assert runtime.Interface.from_dict(INTERFACE.to_dict()) == INTERFACE
+
+
+@pytest.mark.parametrize(
+    "result",
+    [{"sum": 3.5, "n": -1}, {"$b": 1.0, "$$x": [2]}, [1, (2, "é")], None, "lone \ud800", {"a": {"$a": [1]}}],
+)
+def test_a_plain_result_travels_as_the_generic_encoder_sends_it(result: object) -> None:
+    frames = encode_plain({"v": 1, "id": 7, "k": "ok"}, result)
+    assert decode(frames)[1] == decode(encode({"v": 1, "id": 7, "k": "ok"}, result))[1]
+    assert len(frames) == 1
