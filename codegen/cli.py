@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ZidlError, ValidationError) as exc:
         print(f"zidl: {device_cli.describe_error(exc)}", file=sys.stderr)
         return 1
+    except (ValueError, OSError) as exc:  # a key file that is missing or not a key, a folder that cannot be read
+        print(f"zidl: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -18,7 +18,17 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from runtime import Client, DeviceRecord, Registry, ZidlError, list_devices, lookup_device, watch, write_keypair
+from runtime import (
+    Client,
+    CurveClient,
+    CurveServer,
+    DeviceRecord,
+    Registry,
+    ZidlError,
+    list_devices,
+    watch,
+    write_keypair,
+)
 
 from .idl_text import to_idl
 from .usage import UsageError
@@ -44,9 +54,17 @@ def _assignments(items: list[str]) -> dict[str, Any]:
     return args
 
 
-def _connect(device: str, registry: str | None) -> Client:
-    address = device if "://" in device else lookup_device(device, registry=registry).address
-    return Client.connect(address, timeout=CONNECT_TIMEOUT)
+def _curve(args: argparse.Namespace) -> CurveClient | None:
+    """CurveZMQ towards the registry (a DEVICE given by name) or the device (given by address), if asked for."""
+    if args.server_key is None and args.key is None:
+        return None
+    return CurveClient(args.server_key, secret_key=args.key)
+
+
+def _connect(args: argparse.Namespace) -> Client:
+    if "://" in args.device:
+        return Client.connect(args.device, timeout=CONNECT_TIMEOUT, curve=_curve(args))
+    return Client.lookup(args.device, registry=args.registry, timeout=CONNECT_TIMEOUT, curve=_curve(args))
 
 
 def _plain(value: Any, output: Path | None = None) -> Any:
@@ -88,12 +106,16 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _registry_cmd(args: argparse.Namespace) -> int:
-    Registry(args.bind, ttl=args.ttl).serve()
+    curve = None
+    if args.secret_key is not None:
+        allowed = args.allowed
+        curve = CurveServer(args.secret_key, allowed=allowed, allow_any=allowed is None)
+    Registry(args.bind, ttl=args.ttl, curve=curve).serve()
     return 0
 
 
 def _ls(args: argparse.Namespace) -> int:
-    devices = list_devices(registry=args.registry, interface=args.interface)
+    devices = list_devices(registry=args.registry, interface=args.interface, curve=_curve(args))
     if args.json:
         print(json.dumps([_record(device) for device in devices], indent=2))
         return 0
@@ -117,13 +139,13 @@ def _record(device: DeviceRecord) -> dict[str, Any]:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    with _connect(args.device, args.registry) as client:
+    with _connect(args) as client:
         print(to_idl(client.interface), end="")
     return 0
 
 
 def _call(args: argparse.Namespace) -> int:
-    with _connect(args.device, args.registry) as client:
+    with _connect(args) as client:
         method = client.interface.find_method(args.method)
         if method is None:
             known = ", ".join(m.name for m in client.interface.methods) or "none"
@@ -136,13 +158,13 @@ def _call(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    with _connect(args.device, args.registry) as client:
+    with _connect(args) as client:
         _show(client._get(args.property), as_json=args.json)
     return 0
 
 
 def _set(args: argparse.Namespace) -> int:
-    with _connect(args.device, args.registry) as client:
+    with _connect(args) as client:
         client._set(args.property, _value(args.value))
     return 0
 
@@ -156,13 +178,13 @@ def _watch(args: argparse.Namespace) -> int:
             where = f"{device.interface} v{device.version} {device.address}"
             print(f"{stamp} {change:<7} {device.name} {where}", flush=True)
 
-        watcher = watch(on_change, registry=args.registry)
+        watcher = watch(on_change, registry=args.registry, curve=_curve(args))
         try:
             stop.wait()
         finally:
             watcher.close()
         return 0
-    with _connect(args.device, args.registry) as client:
+    with _connect(args) as client:
         names = args.signals or [signal.name for signal in client.interface.signals]
         for name in names:
             if client.interface.find_signal(name) is None:
@@ -191,6 +213,15 @@ def register(commands: Any) -> None:
         parser.add_argument(
             "--registry", default=None, help="registry address (default: $ZIDL_REGISTRY, else tcp://127.0.0.1:5555)"
         )
+        parser.add_argument(
+            "--server-key",
+            default=None,
+            metavar="KEY",
+            help="CurveZMQ: the public key (Z85 or .key file) of the registry, or of the device given by address",
+        )
+        parser.add_argument(
+            "--key", default=None, metavar="SECRET", help="CurveZMQ: your own secret key (Z85 or .key_secret file)"
+        )
         return parser
 
     keygen = commands.add_parser(
@@ -209,6 +240,12 @@ def register(commands: Any) -> None:
     )
     registry.add_argument(
         "--ttl", type=float, default=3.0, help="seconds a device stays registered without a heartbeat"
+    )
+    registry.add_argument(
+        "--secret-key", default=None, metavar="SECRET", help="CurveZMQ: the registry's secret key (.key_secret file)"
+    )
+    registry.add_argument(
+        "--allowed", default=None, metavar="DIR", help="CurveZMQ: folder of allowed client public keys (default: any)"
     )
     registry.set_defaults(run=_registry_cmd)
 

@@ -17,7 +17,7 @@ import pytest
 from codegen.load import load_interfaces
 from generated.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
 from generated.cnc import CncServer, Position
-from runtime import NDArray, Registry
+from runtime import CurveClient, CurveServer, NDArray, Registry
 
 ZIDL = str(Path(sys.executable).parent / "zidl")
 
@@ -178,3 +178,33 @@ def test_watch_without_a_device_prints_devices_coming_and_going(rig: str) -> Non
     finally:
         watcher.terminate()
         watcher.wait(timeout=10.0)
+
+
+def test_keygen_and_curve_options_reach_a_secured_registry_and_device(tmp_path: Path) -> None:
+    for name in ("registry", "cam", "me"):
+        assert zidl("keygen", "-o", str(tmp_path), "--name", name).returncode == 0
+    keys = {name: tmp_path / f"{name}.key" for name in ("registry", "cam", "me")}
+    secrets = {name: tmp_path / f"{name}.key_secret" for name in ("registry", "cam", "me")}
+    registry_curve = CurveServer(secrets["registry"], allowed=[keys["me"], keys["cam"]])
+    device_curve = CurveServer(secrets["cam"], allowed=[keys["me"]])
+    with (
+        Registry("tcp://127.0.0.1:0", curve=registry_curve).running() as registry,
+        TinyCamera().running(
+            "tcp://127.0.0.1:0",
+            registry=registry,
+            name="cam",
+            curve=device_curve,
+            registry_curve=CurveClient(keys["registry"], secret_key=secrets["cam"]),
+        ) as address,
+    ):
+        mine = ("--server-key", str(keys["registry"]), "--key", str(secrets["me"]))
+        listed = zidl("ls", "--json", *mine, registry=registry)
+        assert listed.returncode == 0, listed.stderr
+        assert [device["name"] for device in json.loads(listed.stdout)] == ["cam"]
+        assert zidl("get", "cam", "mode", *mine, registry=registry).stdout.strip() == "still"
+        direct = zidl("get", address, "mode", "--server-key", str(keys["cam"]), "--key", str(secrets["me"]))
+        assert direct.stdout.strip() == "still", direct.stderr
+
+        refused = zidl("ls", registry=registry)
+        assert refused.returncode == 1
+        assert len(refused.stderr.strip().splitlines()) == 1
