@@ -28,6 +28,7 @@ RESERVED_MEMBER_NAMES: Final = frozenset(
         "lookup",
         "name",
         "register",
+        "registered_name",
         "registry",
         "run",
         "running",
