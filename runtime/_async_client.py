@@ -2,9 +2,10 @@
 
 One DEALER socket belongs to the event loop. Each request gets a future keyed by
 its id; a reader task resolves them as replies arrive, and a monitor task fails the
-calls in flight with ``ConnectionLost`` when the connection drops. Timeouts are
-asyncio's; a late reply finds no future and is dropped. Properties are
-``AsyncProperty`` objects (``await camera.mode.get()``), signals ``AsyncSignal``.
+calls in flight with ``ConnectionLost`` when the connection drops. A reply's
+deadline is one loop timer that fails its future; a late reply finds no future and
+is dropped. Properties are ``AsyncProperty`` objects (``await camera.mode.get()``),
+signals ``AsyncSignal``.
 
 It follows its device as the blocking client does: a request that cannot be sent
 within the client's timeout asks the registry again (a client found by name), and
@@ -457,49 +458,74 @@ class AsyncClient:
     async def _request(
         self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False
     ) -> Any:
+        """Encode, send at once when the socket takes it, and await one future.
+
+        The reply's deadline is one ``loop.call_at`` timer that fails the future with
+        ``CallTimeout``: an ``asyncio.timeout()`` around every await cost more than the
+        rest of a pipelined call. A late reply then finds no future and is dropped.
+        """
         sync = self._ensure_socket()[0]
         request_id = next(self._ids)
         header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}
         if timeout is not None:
             header["t"] = timeout
         frames = encode(header, body)
-        reply: asyncio.Future[tuple[dict[str, Any], Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        reply: asyncio.Future[tuple[dict[str, Any], Any]] = loop.create_future()
         self._pending[request_id] = reply
-        sent = False
         try:
-            async with asyncio.timeout(timeout):
-                try:
-                    await self._send(sync, frames, reply, kind)
-                except zmq.ZMQError as exc:
-                    raise translate(exc, self._where(kind, name)) from exc
-                sent = True
-                if oneway:
-                    return None
-                self._in_flight.add(request_id)
+            try:
+                send_frames(sync, frames, zmq.NOBLOCK)
+            except zmq.Again:  # not connected yet, or at the high-water mark
+                await self._send_by(deadline, frames, reply, kind, name, timeout)
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where(kind, name)) from exc
+            else:
+                self._take_replies(sync)
+            if oneway:
+                return None
+            self._in_flight.add(request_id)
+            if deadline is None:
                 header, result = await reply
-        except TimeoutError:
-            where = self._where(kind, name)
-            if sent:
-                raise CallTimeout(f"{where}: no reply within {timeout} s") from None
-            raise CallTimeout(f"{where}: {self._address} could not be reached within {timeout} s") from None
+            else:
+                timer = loop.call_at(deadline, self._expire, reply, kind, name, timeout)
+                try:
+                    header, result = await reply
+                finally:
+                    timer.cancel()
         finally:
-            self._pending.pop(request_id, None)
+            del self._pending[request_id]
             self._in_flight.discard(request_id)
         if header.get("k") == "ok":
             return result
         return _outcome(header, result, self._tables, self._where(kind, name))
 
-    async def _send(
-        self, sync: Socket, frames: list[Any], reply: asyncio.Future[tuple[dict[str, Any], Any]], kind: str
+    def _expire(
+        self, reply: asyncio.Future[tuple[dict[str, Any], Any]], kind: str, name: str | None, timeout: float | None
     ) -> None:
-        """Send at once when connected: on the plain socket, the message costs no future of zmq.asyncio's
-        (which cost more than the rest of a pipelined call)."""
+        """The reply's deadline passed: the caller gets ``CallTimeout`` and the client stays usable."""
+        if not reply.done():
+            reply.set_exception(CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s"))
+
+    async def _send_by(
+        self,
+        deadline: float | None,
+        frames: list[Any],
+        reply: asyncio.Future[tuple[dict[str, Any], Any]],
+        kind: str,
+        name: str | None,
+        timeout: float | None,
+    ) -> None:
+        """Send a request the socket could not take at once, giving up at ``deadline``."""
         try:
-            send_frames(sync, frames, zmq.NOBLOCK)
-        except zmq.Again:
-            await self._send_when_connected(frames, reply, kind)  # not connected yet, or at the high-water mark
-        else:
-            self._take_replies(sync)
+            async with asyncio.timeout_at(deadline):
+                await self._send_when_connected(frames, reply, kind)
+        except TimeoutError:
+            where = self._where(kind, name)
+            raise CallTimeout(f"{where}: {self._address} could not be reached within {timeout} s") from None
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(kind, name)) from exc
 
     async def _send_when_connected(
         self, frames: list[Any], reply: asyncio.Future[tuple[dict[str, Any], Any]], kind: str
