@@ -110,7 +110,7 @@ class Connecting(Generic[C]):
 
 
 class AsyncClient:
-    """The base of every generated asyncio client; ``await <Name>AsyncClient.connect(address)``."""
+    """The base of every generated asyncio client; ``await Async<Name>Client.connect(address)``."""
 
     _zidl_interface: ClassVar[Interface | None] = None
     _zidl_tables: ClassVar[Tables | None] = None
