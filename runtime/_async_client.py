@@ -22,7 +22,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -55,7 +55,7 @@ from ._transport import (
     send_frames,
     translate,
 )
-from ._validation import Tables, tables
+from ._validation import InterfaceBound, Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
 
 logger = logging.getLogger(__name__)
@@ -109,17 +109,8 @@ class Connecting(Generic[C]):
             await self._client.close()
 
 
-class AsyncClient:
+class AsyncClient(InterfaceBound):
     """The base of every generated asyncio client; ``await Async<Name>Client.connect(address)``."""
-
-    _zidl_interface: ClassVar[Interface | None] = None
-    _zidl_tables: ClassVar[Tables | None] = None
-
-    def __init_subclass__(cls, *, interface: Interface | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if interface is not None:
-            cls._zidl_interface = interface
-            cls._zidl_tables = tables(interface)
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, Final, Self
 
 import zmq
 
@@ -53,7 +53,7 @@ from ._transport import (
     substitute_host,
     translate,
 )
-from ._validation import Tables, tables
+from ._validation import InterfaceBound, Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
 
 logger = logging.getLogger(__name__)
@@ -151,22 +151,13 @@ class _Connection:
             self.socket.close(linger=0)
 
 
-class Client:
+class Client(InterfaceBound):
     """The base of every generated blocking client; use ``<Name>Client.connect(address)``.
 
     ``Client.connect(address)`` on this base class makes a client for whatever the
     server describes (the command line uses it): its methods are reached with
     ``_call``, its properties with ``_get`` and ``_set``, its signals with ``signal(name)``.
     """
-
-    _zidl_interface: ClassVar[Interface | None] = None
-    _zidl_tables: ClassVar[Tables | None] = None
-
-    def __init_subclass__(cls, *, interface: Interface | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if interface is not None:
-            cls._zidl_interface = interface
-            cls._zidl_tables = tables(interface)
 
     def __init__(
         self,

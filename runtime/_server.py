@@ -34,14 +34,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import zmq
 from pydantic import ValidationError
 
 from ._errors import ProtocolError, ZidlError, describe_exception, describe_protocol, describe_validation
-from ._interface import Interface, MethodSpec
+from ._interface import MethodSpec
 from ._security import CurveClient, CurveServer, Grant
 from ._signals import WELCOME, ServerSignal, topic
 from ._systemd import SystemdNotifier
@@ -57,7 +57,7 @@ from ._transport import (
     signal_address,
     zmq_errors,
 )
-from ._validation import Tables, tables
+from ._validation import InterfaceBound, Tables
 from ._wire import (
     DEFAULT_LIMITS,
     PROTOCOL,
@@ -103,22 +103,13 @@ def _differs(old: Any, new: Any) -> bool:
         return True
 
 
-class Server(abc.ABC):  # noqa: B024 - the generated subclasses declare the abstract methods
+class Server(InterfaceBound, abc.ABC):
     """The base of every generated server skeleton.
 
     Subclass the generated ``<Name>Server``, implement its methods, then ``serve()``
     (blocking) or ``with server.running(address) as address:`` (background thread).
     Assigning a property (``self.mode = value``) validates, stores and notifies.
     """
-
-    _zidl_interface: ClassVar[Interface | None] = None
-    _zidl_tables: ClassVar[Tables | None] = None
-
-    def __init_subclass__(cls, *, interface: Interface | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if interface is not None:
-            cls._zidl_interface = interface
-            cls._zidl_tables = tables(interface)
 
     def __init__(self) -> None:
         self._zidl_setup()

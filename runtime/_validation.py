@@ -14,7 +14,7 @@ import enum
 import functools
 import threading
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
@@ -194,3 +194,18 @@ def tables(interface: Interface) -> Tables:
         built = Tables(interface)
         _cache[id(interface)] = (interface, built)
         return built
+
+
+class InterfaceBound:
+    """The base of every generated class: ``class CameraClient(Client, interface=INTERFACE)``.
+
+    The ``interface`` keyword builds the validation tables once, when the generated
+    module is imported, not once per client or server.
+    """
+
+    _zidl_tables: ClassVar[Tables | None] = None
+
+    def __init_subclass__(cls, *, interface: Interface | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if interface is not None:
+            cls._zidl_tables = tables(interface)
