@@ -34,6 +34,9 @@ log = logging.getLogger("dummy_camera")
 LORES_FACTOR = 4
 """A `lores` image is this many times smaller on each side."""
 
+STAGE_WAIT = 5.0
+"""Seconds a capture waits for the camera to start following the stage."""
+
 
 class DummyCamera(CameraServer):
     def __init__(
@@ -56,9 +59,15 @@ class DummyCamera(CameraServer):
                 raise SystemExit(f"dummy_camera: no .jpg or .png images in {images}")
             self._files = itertools.cycle(files)
         self._stage: CncClient | None = None
+        self._following: threading.Event | None = None
 
     def follow_stage(self, stage: str, registry: str | None) -> None:
-        """Look the stage up in the background and track its position from its signal."""
+        """Look the stage up in the background and track its position from its signal.
+
+        Until the camera follows the stage, a capture waits for it (up to ``STAGE_WAIT``
+        seconds), so that no image is rendered from a position the stage never had.
+        """
+        following = self._following = threading.Event()
 
         def connect() -> None:
             while self._stage is None:
@@ -66,10 +75,11 @@ class DummyCamera(CameraServer):
                     self._stage = CncClient.lookup(stage, registry=registry)
                 except ZidlError as exc:
                     log.info("stage %r not found yet (%s); retrying", stage, exc)
-                    time.sleep(1.0)
+                    time.sleep(0.2)
             self._stage.positionChanged.connect(self._on_position)
             here = self._stage.get_position()
             self._on_position(here.x, here.y, here.z)
+            following.set()
             log.info("following stage %r", stage)
 
         threading.Thread(target=connect, name="follow-stage", daemon=True).start()
@@ -86,6 +96,8 @@ class DummyCamera(CameraServer):
             with Image.open(next(self._files)) as picture:
                 array = np.asarray(picture.convert("RGB").resize((width, height)))
         else:
+            if self._following is not None and not self._following.wait(STAGE_WAIT):
+                log.warning("not following the stage yet; rendering from %s", self.position)
             array = render(width, height, *self.position, camera=self.camera_name)
         if self.lag:
             time.sleep(self.lag)
