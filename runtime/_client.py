@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import zmq
+from zmq import zmq_poll
+from zmq.constants import SocketOption
 
 from ._compat import check
 from ._errors import (
@@ -48,15 +50,19 @@ from ._transport import (
     DEFAULT_HEARTBEAT,
     Heartbeat,
     make_dealer,
-    recv_frames,
     send_frames,
     substitute_host,
     translate,
 )
 from ._validation import InterfaceBound, Tables, tables
-from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
+from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode, encode_plain
 
 logger = logging.getLogger(__name__)
+
+# plain ints, and the option as pyzmq's enum: an int option is looked up in that enum on every getsockopt
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_POLLIN: Final = int(zmq.POLLIN)
+_RCVMORE: Final = SocketOption.RCVMORE
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a handshake, property read or write, or subscription waits unless ``timeout=`` says otherwise."""
@@ -134,9 +140,8 @@ class _Connection:
     def __init__(self, address: str, heartbeat: Heartbeat, curve: CurveClient | None = None) -> None:
         self.address = address
         self.socket, self.monitor = make_dealer(address, heartbeat, curve)
-        self.poller = zmq.Poller()
-        self.poller.register(self.socket, zmq.POLLIN)
-        self.poller.register(self.monitor.socket, zmq.POLLIN)
+        self.poll_items: list[tuple[Any, int]] = [(self.socket, _POLLIN), (self.monitor.socket, _POLLIN)]
+        """What a call polls for, handed straight to ``zmq.zmq_poll`` (``zmq.Poller`` adds Python frames)."""
         self.sending = zmq.Poller()  # waiting to connect: writable, or the monitor has news (a refused handshake)
         self.sending.register(self.socket, zmq.POLLOUT)
         self.sending.register(self.monitor.socket, zmq.POLLIN)
@@ -320,11 +325,13 @@ class Client(InterfaceBound):
         method = table.methods.get(name)
         if method is None:
             raise ZidlError(f"{self._what()} has no method {name!r}")
-        values = table.validate_args(name, args)
-        result = self._request("call", name, values, timeout, oneway=method.oneway)
+        validate_args, validate_result = table.call_validators(name)  # pydantic-core's own, without wrappers
+        values = validate_args(args).__dict__
+        write = encode_plain if name in table.plain_args else encode
+        result = self._request("call", name, values, timeout, oneway=method.oneway, write=write)
         if method.oneway:
             return None
-        return table.results[name].validate_python(result)
+        return validate_result(result)
 
     def _get(self, name: str) -> Any:
         """Read property ``name``."""
@@ -486,12 +493,22 @@ class Client(InterfaceBound):
         self._local.connection = connection
         return connection
 
-    def _request(self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False) -> Any:
+    def _request(
+        self,
+        kind: str,
+        name: str | None,
+        body: Any,
+        timeout: float | None,
+        *,
+        oneway: bool = False,
+        write: Callable[[dict[str, Any], Any], list[Any]] = encode,
+    ) -> Any:
+        """Send a request and wait for its reply; ``write`` encodes it (``encode_plain`` when the types allow)."""
         while True:
             connection = self._connection()
             with connection.busy:
                 try:
-                    return self._exchange(connection, kind, name, body, timeout, oneway)
+                    return self._exchange(connection, kind, name, body, timeout, oneway, write)
                 except _Moved:
                     continue  # not sent: send it to where the device is now
                 except zmq.ZMQError as exc:
@@ -512,28 +529,40 @@ class Client(InterfaceBound):
         body: Any,
         timeout: float | None,
         oneway: bool,
+        write: Callable[[dict[str, Any], Any], list[Any]] = encode,
     ) -> Any:
         request_id = next(self._ids)
         header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}
         if timeout is not None:
             header["t"] = timeout
-        frames = encode(header, body)
+        frames = write(header, body)
         deadline = None if timeout is None else time.monotonic() + timeout
         connection.monitor.drain()  # forget what happened between calls
-        self._send(connection, frames, deadline, timeout, kind, name)
+        sock = connection.socket
+        try:  # the common case inline: connected, the message goes at once
+            if len(frames) == 1:
+                sock.send(frames[0], _NOBLOCK)
+            else:
+                send_frames(sock, frames, _NOBLOCK)
+        except zmq.Again:
+            self._send(connection, frames, deadline, timeout, kind, name)
         if oneway:
             return None
+        items = connection.poll_items
+        monitor_socket = connection.monitor.socket
         while True:
             wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if wait <= 0:
                 raise CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s")
-            ready = dict(connection.poller.poll(int(wait * 1000) + 1))
-            if connection.socket in ready:
+            ready = zmq_poll(items, int(wait * 1000) + 1)  # (socket, events) of the ready ones, socket first
+            if ready and ready[0][0] is sock:
                 while True:
                     try:
-                        reply = recv_frames(connection.socket, flags=zmq.NOBLOCK)
+                        reply = [sock.recv(_NOBLOCK)]
                     except zmq.Again:
                         break
+                    while sock.getsockopt(_RCVMORE):
+                        reply.append(sock.recv(copy=False))
                     header, result = decode(reply, self._limits)
                     if header.get("id") != request_id:
                         logger.debug("%s: dropped a late reply (id %s)", self._where(kind, name), header.get("id"))
@@ -541,7 +570,7 @@ class Client(InterfaceBound):
                     if header.get("k") == "ok":
                         return result
                     return _outcome(header, result, self._tables, self._where(kind, name))
-            if connection.monitor.socket in ready and connection.monitor.drain():
+            if ready and ready[-1][0] is monitor_socket and connection.monitor.drain():
                 where = self._where(kind, name)
                 raise ConnectionLost(f"{where}: the connection to {connection.address} was lost during the call")
             if connection.closed:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import zmq
 from pydantic import ValidationError
+from zmq import zmq_poll
 
 from ._errors import ProtocolError, ZidlError, describe_exception, describe_protocol, describe_validation
 from ._interface import MethodSpec
@@ -52,7 +53,6 @@ from ._transport import (
     bind,
     connectable,
     make_socket,
-    recv_frames,
     send_frames,
     signal_address,
     zmq_errors,
@@ -85,6 +85,7 @@ _WATCH: Final = 0.1
 """Seconds after an inline call starts during which the standby checks every ``_TICK`` seconds instead of
 sleeping until woken: waking it for every call would cost two context switches per call (9 instead of 4)."""
 _TICK: Final = 0.005
+_NOBLOCK: Final = int(zmq.NOBLOCK)
 _SIGNAL_HWM: Final = 10_000
 """Emissions queued per subscriber before the publisher drops (libzmq's default is 1000): a burst from a call
 that runs inline reaches the publisher faster than a subscriber's Python callbacks take it, and 1000 lost some
@@ -368,7 +369,9 @@ class _Engine:
         self.poller = zmq.Poller()
         self.threads = [threading.Thread(target=self._serve, name=f"zidl-io-{n}", daemon=True) for n in (1, 2)]
         # the handoff state, guarded by ``turn`` (see the class docstring)
-        self.turn = threading.Condition(threading.Lock())
+        self.turn_lock = threading.Lock()
+        """``turn``'s lock, taken directly on the hot path (``Condition.__enter__`` is a Python frame)."""
+        self.turn = threading.Condition(self.turn_lock)
         self.leader = self.threads[0]
         self.inline: float | None = None
         """When the serial call the leader runs inline started (monotonic), or None."""
@@ -469,18 +472,39 @@ class _Engine:
     def _lead(self, me: threading.Thread) -> None:
         """Serve the sockets until the engine stops or the standby takes them over during an inline call."""
         registration = self.registration
+        router, xpub, waker_fd, outbox = self.router, self.xpub, self.waker.fileno(), self.outbox
+        items = self.poller.sockets  # handed straight to ``zmq.zmq_poll``: ``zmq.Poller`` adds Python frames
+        stopping = self.stopping.is_set
         try:
-            while self.leader is me and not self.stopping.is_set():
-                self._flush()
-                ready = dict(self.poller.poll(self._next_timer(registration)))
+            while self.leader is me and not stopping():
+                if not outbox.empty():
+                    self._flush()
+                if registration is None and self.systemd is None:
+                    timeout = -1
+                else:
+                    due = self._next_timer(registration)
+                    timeout = -1 if due is None else due
+                ready = dict(zmq_poll(items, timeout))
                 try:
                     if registration is not None and registration.socket in ready:
                         registration.handle_readable()
-                    if self.waker.fileno() in ready:
+                    if waker_fd in ready:
                         self.waker.drain()
-                    if self.router in ready:
-                        self._request_one(me)
-                    if self.xpub in ready and self.leader is me:
+                    if router in ready:
+                        # the one request the poll said is waiting; the next poll (level-triggered) finds the others:
+                        # asking for more first would cost as much as the poll (a read that finds none raises)
+                        try:
+                            # identity and header copied, the value frames not (``recv_frames(copied=2)``, inline,
+                            # with ``Frame.more`` instead of an RCVMORE getsockopt)
+                            frame = router.recv(_NOBLOCK, copy=False)
+                            frames: list[Any] = [frame.bytes]
+                            while frame.more:
+                                frame = router.recv(copy=False)
+                                frames.append(frame.bytes if len(frames) < 2 else frame)
+                            self._request(me, frames)
+                        except Exception:
+                            logger.exception("a request could not be handled")
+                    if xpub in ready and self.leader is me:
                         self._subscriptions()
                 except zmq.ContextTerminated:
                     raise
@@ -532,22 +556,11 @@ class _Engine:
         except zmq.ZMQError as exc:
             logger.warning("could not send a message: %s", exc)
 
-    def _request_one(self, me: threading.Thread) -> None:
-        """Handle the one request the poll said is waiting; the next poll (level-triggered) finds the others.
-
-        Asking for more before polling again would cost as much as the poll: a read that
-        finds nothing raises ``zmq.Again`` (about 5 us), asking ``EVENTS`` about 3 us.
-        """
-        frames = recv_frames(self.router, copied=2, flags=zmq.NOBLOCK)
-        try:
-            self._request(me, frames)
-        except Exception:
-            logger.exception("a request could not be handled")
-
     def _answer(self, identity: bytes, frames: list[Any]) -> None:
         """Send a reply from any thread: at once from the socket owner, else through the outbox."""
         if self.leader is threading.current_thread():
-            self._flush()  # what the call emitted goes first, as it would through the outbox
+            if not self.outbox.empty():
+                self._flush()  # what the call emitted goes first, as it would through the outbox
             self._send(self.router, [identity, *frames])
         else:
             self.outbox.put((identity, frames))
@@ -631,7 +644,7 @@ class _Engine:
 
     def _serial(self, me: threading.Thread, identity: bytes, job: Callable[[], list[Any] | None]) -> None:
         """Run a serial call inline, or put it in the backlog when another one is running."""
-        with self.turn:
+        with self.turn_lock:
             if self.serial_busy:
                 self.backlog.append((identity, job))
                 return
@@ -644,7 +657,7 @@ class _Engine:
         try:
             frames = job()
         finally:
-            with self.turn:
+            with self.turn_lock:
                 if self.leader is me:  # not deposed: nobody else polled, so the backlog is empty
                     self.inline = None
                     self.serial_busy = False

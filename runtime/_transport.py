@@ -216,18 +216,21 @@ class Monitor:
 # plain ints: combining pyzmq's flag enums runs Python code (IntFlag.__or__, __rand__) on every message
 _POLLIN: Final = int(zmq.POLLIN)
 _SNDMORE: Final = int(zmq.SNDMORE)
+# options as pyzmq's enum members: getsockopt looks an int option up in that enum on every call
+_EVENTS: Final = zmq.SocketOption.EVENTS
+_RCVMORE: Final = zmq.SocketOption.RCVMORE
 
 
 def readable(sock: Socket) -> bool:
     """Whether a message waits on ``sock``: cheaper to ask than to catch the ``zmq.Again`` of a read that finds none."""
-    events: int = sock.getsockopt(zmq.EVENTS)  # type: ignore[assignment]  # an int option
+    events: int = sock.getsockopt(_EVENTS)  # type: ignore[assignment]  # an int option
     return bool(events & _POLLIN)
 
 
 def recv_frames(sock: Socket, copied: int = 1, flags: int = 0) -> list[Any]:
     """One message: the first ``copied`` frames (identity, topic, header: small) copied, the value frames not."""
     frames: list[Any] = [sock.recv(flags)]
-    while sock.getsockopt(zmq.RCVMORE):
+    while sock.getsockopt(_RCVMORE):
         frames.append(sock.recv(copy=len(frames) < copied))
     return frames
 

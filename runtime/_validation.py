@@ -52,12 +52,16 @@ class Tables:
         self.results: dict[str, TypeAdapter[Any]] = {}
         self.plain_results: set[str] = set()
         """The methods whose result holds only JSON's own types, so it can be written as JSON without a walk."""
+        self.plain_args: set[str] = set()
+        """The methods whose arguments hold only JSON's own types: a client writes them as JSON without a walk."""
         for method in interface.methods:
             self.args[method.name] = self.model(f"{method.result_name[:-6]}Args", method.args, _ARGS_CONFIG)
             result_type = parse_type(method.return_type)
             self.results[method.name] = TypeAdapter(self.resolve(result_type))
             if all(node.kind in _PLAIN for node in result_type.walk()):
                 self.plain_results.add(method.name)
+            if all(node.kind in _PLAIN for arg in method.args for node in parse_type(arg.type).walk()):
+                self.plain_args.add(method.name)
         self.properties = {p.name: p for p in interface.properties}
         self.values: dict[str, TypeAdapter[Any]] = {
             p.name: TypeAdapter(self.annotation(p)) for p in interface.properties
