@@ -37,5 +37,7 @@ def test_readme_example_generates_and_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "3" in result.stdout.splitlines()
+    printed = result.stdout.splitlines()
+    assert "3" in printed
+    assert "0.8" in printed, "the brightnessChanged callback printed the new value"
     assert "Input should be greater than or equal to 1" in result.stdout
