@@ -87,7 +87,7 @@ def python_default(value: Any, expr: TypeExpr, enums: set[str]) -> str:
             python_default(item, expr.args[0] if expr.variadic else expr.args[index], enums)
             for index, item in enumerate(value)
         ]
-        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+        return py_tuple(items)
     if expr.kind == "list":
         return "[" + ", ".join(python_default(item, expr.args[0], enums) for item in value) + "]"
     if expr.kind == "dict":
@@ -97,10 +97,6 @@ def python_default(value: Any, expr: TypeExpr, enums: set[str]) -> str:
             + "}"
         )
     return py_literal(value)
-
-
-def pascal(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
 @dataclass(frozen=True)

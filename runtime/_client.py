@@ -529,7 +529,7 @@ class Client(InterfaceBound):
         body: Any,
         timeout: float | None,
         oneway: bool,
-        write: Callable[[dict[str, Any], Any], list[Any]] = encode,
+        write: Callable[[dict[str, Any], Any], list[Any]],
     ) -> Any:
         request_id = next(self._ids)
         header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}

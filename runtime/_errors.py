@@ -142,9 +142,7 @@ def describe_validation(exc: ValidationError) -> dict[str, Any]:
     return {"kind": "validation", "title": exc.title, "message": str(exc), "errors": errors}
 
 
-def describe_exception(
-    exc: BaseException, traceback: str, encode_fields: Callable[[dict[str, Any]], Any]
-) -> dict[str, Any]:
+def describe_exception(exc: BaseException, traceback: str) -> dict[str, Any]:
     """The reply form of an exception raised by the implementation."""
     if isinstance(exc, ValidationError):
         out = describe_validation(exc)
@@ -157,7 +155,7 @@ def describe_exception(
             "type": exc.type,
             "message": exc.message,
             "traceback": traceback or exc.traceback,
-            "fields": encode_fields(exc.fields),
+            "fields": exc.fields,
         }
     return {"kind": "remote", "type": type(exc).__name__, "message": str(exc), "traceback": traceback}
 

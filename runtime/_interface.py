@@ -9,6 +9,7 @@ compatibility check compares two of them. Types are IDL type expressions
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -51,8 +52,9 @@ class FieldSpec:
     def has_default(self) -> bool:
         return self.default is not REQUIRED
 
-    @property
+    @functools.cached_property
     def type_expr(self) -> TypeExpr:
+        """The parsed type, parsed once."""
         return parse_type(self.type)
 
     def to_dict(self, *, docs: bool = True) -> dict[str, Any]:

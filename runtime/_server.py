@@ -85,12 +85,12 @@ _WATCH: Final = 0.1
 """Seconds after an inline call starts during which the standby checks every ``_TICK`` seconds instead of
 sleeping until woken: waking it for every call would cost two context switches per call (9 instead of 4)."""
 _TICK: Final = 0.005
+"""How often a watching standby looks for an inline call; a takeover comes at most ``_TICK + _HANDOFF`` late."""
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _SIGNAL_HWM: Final = 10_000
 """Emissions queued per subscriber before the publisher drops (libzmq's default is 1000): a burst from a call
 that runs inline reaches the publisher faster than a subscriber's Python callbacks take it, and 1000 lost some
 of a 10,000-emission burst at 40,000/s. A stalled subscriber still loses emissions, counted by ``missed``."""
-"""How often a watching standby looks for an inline call; a takeover comes at most ``_TICK + _HANDOFF`` late."""
 
 
 def _differs(old: Any, new: Any) -> bool:
@@ -148,8 +148,11 @@ class Server(InterfaceBound, abc.ABC):
             object.__setattr__(self, name, value)
             return
         self._zidl_setup()
-        value = table.values[name].validate_python(value)
-        spec = table.properties[name]
+        self._zidl_store(name, table.values[name].validate_python(value))
+
+    def _zidl_store(self, name: str, value: Any) -> None:
+        """Store an already validated property value and notify its change."""
+        spec = self._zidl_table().properties[name]
         with self.__dict__["_zidl_lock"]:
             changed = _differs(self.__dict__.get(name, _MISSING), value)
             self.__dict__[name] = value
@@ -763,7 +766,7 @@ class _Engine:
         setter = self.setters[name]
         try:
             if setter is None:
-                setattr(self.server, name, validated)
+                self.server._zidl_store(name, validated)
             else:
                 setter(validated)
         except Exception as exc:
@@ -773,10 +776,7 @@ class _Engine:
         self._reply(identity, request_id)
 
     def _describe(self, exc: Exception) -> dict[str, Any]:
-        def fields(values: dict[str, Any]) -> Any:
-            return values  # encoded with the reply
-
-        out = describe_exception(exc, tb.format_exc(), fields)
+        out = describe_exception(exc, tb.format_exc())
         if out["kind"] == "declared" and out["type"] not in self.table.errors:
             out["kind"] = "remote"
         return out

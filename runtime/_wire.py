@@ -180,15 +180,11 @@ def encode_plain(header: dict[str, Any], body: Any) -> list[Any]:
     return [head]
 
 
-def _size(frame: Any) -> int:
-    return len(frame)
-
-
 def check_limits(frames: Sequence[Frame], limits: Limits) -> None:
     """Raise ``ProtocolError`` when a message has too many frames or bytes."""
     if len(frames) > limits.max_frames:
         raise ProtocolError(f"message has {len(frames)} frames, more than the limit of {limits.max_frames}")
-    total = len(frames[0]) if len(frames) == 1 else sum(_size(frame) for frame in frames)
+    total = len(frames[0]) if len(frames) == 1 else sum(map(len, frames))
     if total > limits.max_bytes:
         raise ProtocolError(f"message has {total} bytes, more than the limit of {limits.max_bytes}")
 

@@ -377,7 +377,7 @@ def test_server_survives_ten_thousand_hostile_messages(escapes: Escapes) -> None
             for batch_number in range(BATCHES):
                 _send_batch(hostile, [fuzz.message() for _ in range(BATCH)], _server_reply)
                 assert client.add(batch_number) == batch_number + 1, "a valid call failed after a batch"
-                assert client.mode is not None
+                assert client.mode == echo.mode, "a property read failed after a batch"
                 assert not escapes.problems, escapes.problems[:3]
             grown = process.memory_info().rss - before
             assert grown < LEAK_BOUND, f"resident memory grew by {grown / 2**20:.0f} MiB"
@@ -402,7 +402,7 @@ def test_registry_survives_ten_thousand_hostile_messages(escapes: Escapes) -> No
                 _send_batch(hostile, batch, _registry_reply)
                 _send_batch(hostile_beats, batch, _registry_reply)  # there, all but a heartbeat are refused
                 assert good.request("ping")["ok"] is True, "a valid request failed after a batch"
-                assert isinstance(good.list_devices(), list)
+                assert "devices" in good.request("list"), "a listing failed after a batch"
                 assert not escapes.problems, escapes.problems[:3]
             grown = process.memory_info().rss - before
             assert grown < LEAK_BOUND, f"resident memory grew by {grown / 2**20:.0f} MiB"
