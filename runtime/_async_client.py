@@ -56,7 +56,7 @@ from ._transport import (
     translate,
 )
 from ._validation import InterfaceBound, Tables, tables
-from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, decode, encode
+from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -278,15 +278,13 @@ class AsyncClient(InterfaceBound):
     # --- what generated code calls --------------------------------------------------------------------------
 
     async def _call(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        table = self._table()
-        method = table.methods.get(name)
-        if method is None:
+        plan = self._table().calls.get(name)
+        if plan is None:
             raise ZidlError(f"{self._what()} has no method {name!r}")
-        values = table.validate_args(name, args)
-        result = await self._request("call", name, values, timeout, oneway=method.oneway)
-        if method.oneway:
-            return None
-        return table.results[name].validate_python(result)
+        oneway = plan.spec.oneway
+        values = plan.validate_args(args).__dict__
+        result = await self._request("call", name, values, timeout, oneway=oneway, write=plan.write_args)
+        return None if oneway else plan.validate_result(result)
 
     async def _get(self, name: str) -> Any:
         table = self._table()
@@ -447,7 +445,14 @@ class AsyncClient(InterfaceBound):
         return f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
 
     async def _request(
-        self, kind: str, name: str | None, body: Any, timeout: float | None, *, oneway: bool = False
+        self,
+        kind: str,
+        name: str | None,
+        body: Any,
+        timeout: float | None,
+        *,
+        oneway: bool = False,
+        write: Writer = encode,
     ) -> Any:
         """Encode, send at once when the socket takes it, and await one future.
 
@@ -460,7 +465,7 @@ class AsyncClient(InterfaceBound):
         header: dict[str, Any] = {"v": PROTOCOL, "id": request_id, "k": kind, "n": name}
         if timeout is not None:
             header["t"] = timeout
-        frames = encode(header, body)
+        frames = write(header, body)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         reply: asyncio.Future[tuple[dict[str, Any], Any]] = loop.create_future()

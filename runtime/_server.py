@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -66,7 +65,6 @@ from ._wire import (
     decode_body,
     decode_header,
     encode,
-    encode_plain,
     request_id_of,
 )
 
@@ -302,6 +300,11 @@ class Server(InterfaceBound, abc.ABC):
 
 # --- the engine ---------------------------------------------------------------------------------
 
+_Plan = Callable[[Any, dict[str, Any], float | None], list[Any] | None]
+"""A method's call plan (``_Engine._plan``): runs one call, given its request id, arguments and deadline."""
+_Job = tuple[bytes, _Plan, Any, dict[str, Any], float | None]
+"""A call to run: the caller's identity, the method's plan, then the plan's request id, arguments and deadline."""
+
 
 class _Engine:
     """The sockets and threads of one running server.
@@ -379,7 +382,7 @@ class _Engine:
         self.inline: float | None = None
         """When the serial call the leader runs inline started (monotonic), or None."""
         self.serial_busy = False
-        self.backlog: deque[tuple[bytes, Callable[[], list[Any] | None]]] = deque()
+        self.backlog: deque[_Job] = deque()
         self.standby_asleep = False
         self.watch_until = 0.0
 
@@ -540,8 +543,8 @@ class _Engine:
                 if not self.backlog:
                     self.serial_busy = False
                     return
-                identity, job = self.backlog.popleft()
-            self._run_elsewhere(identity, job)
+                job = self.backlog.popleft()
+            self._run_elsewhere(job)
 
     def _flush(self) -> None:
         while not self.outbox.empty():
@@ -569,9 +572,10 @@ class _Engine:
             self.outbox.put((identity, frames))
             self.waker.wake()
 
-    def _run_elsewhere(self, identity: bytes, job: Callable[[], list[Any] | None]) -> None:
+    def _run_elsewhere(self, job: _Job) -> None:
         """Run a call on a thread that does not own the sockets; its reply goes through the outbox."""
-        frames = job()
+        identity, plan, request_id, args, deadline = job
+        frames = plan(request_id, args, deadline)
         if frames is not None:
             self._answer(identity, frames)
 
@@ -639,26 +643,27 @@ class _Engine:
             return
         spec, plan = entry
         deadline = time.monotonic() + timeout if isinstance(timeout, int | float) and timeout >= 0 else None
-        job = functools.partial(plan, request_id, args, deadline)
+        job = (identity, plan, request_id, args, deadline)
         if spec.concurrent:
-            self.pool.submit(self._run_elsewhere, identity, job)
+            self.pool.submit(self._run_elsewhere, job)
         else:
-            self._serial(me, identity, job)
+            self._serial(me, job)
 
-    def _serial(self, me: threading.Thread, identity: bytes, job: Callable[[], list[Any] | None]) -> None:
+    def _serial(self, me: threading.Thread, job: _Job) -> None:
         """Run a serial call inline, or put it in the backlog when another one is running."""
         with self.turn_lock:
             if self.serial_busy:
-                self.backlog.append((identity, job))
+                self.backlog.append(job)
                 return
             self.serial_busy = True
             self.inline = now = time.monotonic()
             self.watch_until = now + _WATCH
             if self.standby_asleep:
                 self.turn.notify()
+        identity, plan, request_id, args, deadline = job
         frames = None
         try:
-            frames = job()
+            frames = plan(request_id, args, deadline)
         finally:
             with self.turn_lock:
                 if self.leader is me:  # not deposed: nobody else polled, so the backlog is empty
@@ -708,7 +713,7 @@ class _Engine:
         if self.leader is not threading.current_thread():
             self.waker.wake()
 
-    def _plan(self, spec: MethodSpec, implementation: Callable[..., Any]) -> Callable[..., list[Any] | None]:
+    def _plan(self, spec: MethodSpec, implementation: Callable[..., Any]) -> _Plan:
         """The call plan of one method, built once: a function that runs one call on the thread it is called on.
 
         It takes the request id, the arguments as received and the deadline, and
@@ -717,8 +722,8 @@ class _Engine:
         looked up here, once, instead of on every call.
         """
         name, oneway = spec.name, spec.oneway
-        validate_args, validate_result = self.table.call_validators(name)
-        write = encode_plain if name in self.table.plain_results else encode
+        plan = self.table.calls[name]
+        validate_args, validate_result, write = plan.validate_args, plan.validate_result, plan.write_result
         stopping = self.stopping.is_set
 
         def run(request_id: Any, args: dict[str, Any], deadline: float | None) -> list[Any] | None:

@@ -14,6 +14,7 @@ import enum
 import functools
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
@@ -22,6 +23,7 @@ from ._errors import RemoteError
 from ._interface import REQUIRED, FieldSpec, Interface, MethodSpec
 from ._ndarray import NDArray
 from ._types import TypeExpr, parse_type
+from ._wire import Writer, encode, encode_binary, encode_plain
 
 _BUILTINS: dict[str, Any] = {
     "bool": bool,
@@ -38,6 +40,35 @@ _ARGS_CONFIG = ConfigDict(extra="forbid")
 _PLAIN = frozenset({"bool", "int", "float", "str", "none", "optional", "list", "dict", "tuple"})
 
 
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """What a call of one method needs on either side, looked up once per interface instead of once per call.
+
+    The validators are pydantic-core's own ``validate_python``, without the pydantic
+    wrappers around them (``model_validate``, ``TypeAdapter.validate_python``), which
+    add about a microsecond a call to do nothing a call needs; ``validate_args``
+    returns the arguments model, whose ``__dict__`` holds the values. The writers are
+    ``encode_plain`` where the declared types hold only JSON's own types, ``encode_binary``
+    for a result declared as ``bytes`` or ``ndarray``, else ``encode``.
+    """
+
+    spec: MethodSpec
+    validate_args: Callable[[Any], BaseModel]
+    validate_result: Callable[[Any], Any]
+    write_args: Writer
+    write_result: Writer
+
+
+def _plain(type_text: str) -> bool:
+    return all(node.kind in _PLAIN for node in parse_type(type_text).walk())
+
+
+def _result_writer(type_text: str) -> Writer:
+    if parse_type(type_text).kind in ("bytes", "ndarray"):
+        return encode_binary
+    return encode_plain if _plain(type_text) else encode
+
+
 class Tables:
     """Everything needed to validate the traffic of one interface, keyed by IDL name."""
 
@@ -47,21 +78,7 @@ class Tables:
         self._enums = {spec.name: spec for spec in interface.all_enums()}
         self._structs = {spec.name: spec for spec in interface.all_structs()}
         self._errors = {spec.name: spec for spec in interface.all_errors()}
-        self.methods: dict[str, MethodSpec] = {m.name: m for m in interface.methods}
-        self.args: dict[str, type[BaseModel]] = {}
-        self.results: dict[str, TypeAdapter[Any]] = {}
-        self.plain_results: set[str] = set()
-        """The methods whose result holds only JSON's own types, so it can be written as JSON without a walk."""
-        self.plain_args: set[str] = set()
-        """The methods whose arguments hold only JSON's own types: a client writes them as JSON without a walk."""
-        for method in interface.methods:
-            self.args[method.name] = self.model(f"{method.result_name[:-6]}Args", method.args, _ARGS_CONFIG)
-            result_type = parse_type(method.return_type)
-            self.results[method.name] = TypeAdapter(self.resolve(result_type))
-            if all(node.kind in _PLAIN for node in result_type.walk()):
-                self.plain_results.add(method.name)
-            if all(node.kind in _PLAIN for arg in method.args for node in parse_type(arg.type).walk()):
-                self.plain_args.add(method.name)
+        self.calls: dict[str, CallPlan] = {method.name: self.plan(method) for method in interface.methods}
         self.properties = {p.name: p for p in interface.properties}
         self.values: dict[str, TypeAdapter[Any]] = {
             p.name: TypeAdapter(self.annotation(p)) for p in interface.properties
@@ -80,6 +97,17 @@ class Tables:
         self.declared: dict[str, Callable[[str, Mapping[str, Any]], RemoteError]] = {
             name: functools.partial(self.build_error, name) for name in self._errors
         }
+
+    def plan(self, method: MethodSpec) -> CallPlan:
+        args = self.model(f"{method.result_name[:-6]}Args", method.args, _ARGS_CONFIG)
+        result = TypeAdapter(self.resolve(parse_type(method.return_type)))
+        return CallPlan(
+            method,
+            args.__pydantic_validator__.validate_python,
+            result.validator.validate_python,
+            encode_plain if all(_plain(arg.type) for arg in method.args) else encode,
+            _result_writer(method.return_type),
+        )
 
     # --- types -------------------------------------------------------------------------------
 
@@ -146,20 +174,6 @@ class Tables:
         return made
 
     # --- values ------------------------------------------------------------------------------
-
-    def validate_args(self, method: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        """The arguments of a call, validated (raises pydantic's ``ValidationError``)."""
-        return dict(self.args[method].model_validate(args).__dict__)
-
-    def call_validators(self, method: str) -> tuple[Callable[[Any], BaseModel], Callable[[Any], Any]]:
-        """The arguments and result validators of ``method``, for a server's per-method call plan.
-
-        pydantic-core's own ``validate_python``, without the pydantic wrappers around it
-        (``model_validate``, ``TypeAdapter.validate_python``), which add about a
-        microsecond a call to do nothing a server needs. The arguments validator
-        returns the model, whose ``__dict__`` holds the values.
-        """
-        return self.args[method].__pydantic_validator__.validate_python, self.results[method].validator.validate_python
 
     def validate_signal(self, signal: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any]:
         """The arguments of an emission (positional, IDL order), validated."""

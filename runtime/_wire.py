@@ -19,7 +19,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,6 +41,8 @@ _MAX_DIMS: Final = 32
 _SCALARS = (str, int, float, bool, type(None))
 
 Frame = bytes | memoryview | zmq.Frame
+Writer = Callable[[dict[str, Any], Any], list[Any]]
+"""How a message is written: ``encode``, or ``encode_plain`` for a body of JSON's own types."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class _Encoder:
             return {self.key(key): self.walk(item) for key, item in value.items()}
         if kind is list:
             return [self.walk(item) for item in value]
+        if kind is bytes:
+            return self.binary(value)
+        if kind is np.ndarray:
+            return self.array(value)
         if isinstance(value, enum.Enum):
             return self.walk(value.value)
         if isinstance(value, BaseModel):
@@ -78,9 +84,7 @@ class _Encoder:
         if isinstance(value, list | tuple):
             return [self.walk(item) for item in value]
         if isinstance(value, bytes | bytearray | memoryview):
-            self.frames.append(value)
-            self.marked = True
-            return {_BYTES: len(self.frames)}
+            return self.binary(value)
         if isinstance(value, np.ndarray):
             return self.array(value)
         if isinstance(value, np.generic):
@@ -88,6 +92,11 @@ class _Encoder:
         if isinstance(value, str | int | float):  # subclasses of the scalars
             return value
         raise TypeError(f"a value of type {kind.__name__} cannot be sent")
+
+    def binary(self, value: bytes | bytearray | memoryview) -> Any:
+        self.frames.append(value)
+        self.marked = True
+        return {_BYTES: len(self.frames)}
 
     def key(self, key: Any) -> str:
         if not isinstance(key, str):
@@ -178,6 +187,14 @@ def encode_plain(header: dict[str, Any], body: Any) -> list[Any]:
     if b'"$' in head:
         return encode(header, body)
     return [head]
+
+
+def encode_binary(header: dict[str, Any], body: bytes | np.ndarray[Any, Any]) -> list[Any]:
+    """``encode`` for a body declared as one ``bytes`` or ``ndarray`` value (an image, say): no walk."""
+    encoder = _Encoder()
+    header["b"] = encoder.array(body) if isinstance(body, np.ndarray) else encoder.binary(body)
+    header["x"] = 1
+    return [dump_json(header), *encoder.frames]
 
 
 def check_limits(frames: Sequence[Frame], limits: Limits) -> None:
