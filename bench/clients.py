@@ -1,9 +1,10 @@
 """The clients that measure: zidl's generated clients and the raw pyzmq baselines, one function per benchmark.
 
-Each runs in a client process (see ``harness.clients``): it connects, says it is
-ready, waits for the go, runs every repetition and sends back one figure per
-repetition. zidl and its baseline share the loops here (``latencies``,
-``throughputs``), so that the only difference between them is the call.
+Each runs in a client process (see ``harness.measure``): it connects, warms up,
+says it is ready, then measures one repetition each time the parent says go
+(``repeat``), so that the parent can alternate zidl's repetitions with its
+baseline's. zidl and its baseline share the loops here (``latency``,
+``throughput``), so that the only difference between them is the call.
 """
 
 from __future__ import annotations
@@ -20,17 +21,23 @@ import numpy as np
 import zmq
 
 from bench.generated.bench import AsyncBenchClient, BenchClient
-from bench.harness import percentile, ready
+from bench.harness import goes, percentile
 
-Repetitions = list[dict[str, float]]
+Repetition = Callable[[], Any]
 
 
-def latencies(call: Callable[[], object], reps: int, calls: int) -> Repetitions:
-    """p50 and p99 of one call in µs, and calls/s, for each repetition of ``calls`` calls after a warm-up."""
+def answer(link: Connection, repetition: Repetition) -> None:
+    """Say ready, then send the figures of one repetition each time the parent says go."""
+    for _ in goes(link):
+        link.send(repetition())
+
+
+def latency(call: Callable[[], object], calls: int) -> Repetition:
+    """After a warm-up, a repetition of ``calls`` calls: p50 and p99 of one call in µs, and calls/s."""
     for _ in range(max(1, calls // 10)):
         call()
-    out = []
-    for _ in range(reps):
+
+    def repetition() -> dict[str, float]:
         times = []
         start = time.perf_counter()
         for _ in range(calls):
@@ -38,26 +45,32 @@ def latencies(call: Callable[[], object], reps: int, calls: int) -> Repetitions:
             call()
             times.append(time.perf_counter() - before)
         elapsed = time.perf_counter() - start
-        out.append(
-            {"p50_us": percentile(times, 0.5) * 1e6, "p99_us": percentile(times, 0.99) * 1e6, "per_s": calls / elapsed}
-        )
-    return out
+        return {
+            "p50_us": percentile(times, 0.5) * 1e6,
+            "p99_us": percentile(times, 0.99) * 1e6,
+            "per_s": calls / elapsed,
+        }
+
+    return repetition
 
 
-def throughputs(fetch: Callable[[int], object], sizes: list[int], reps: int, volume: int) -> dict[int, list[float]]:
-    """MB/s (10^6 bytes) of fetching each size, about ``volume`` bytes a repetition, after a warm-up."""
-    out: dict[int, list[float]] = {}
+def throughput(fetch: Callable[[int], object], sizes: list[int], volume: int) -> Repetition:
+    """After a warm-up, a repetition: MB/s (10^6 bytes) of fetching each size, about ``volume`` bytes of each."""
     for size in sizes:
-        count = max(3, volume // size)
         fetch(size)
         fetch(size)
-        out[size] = []
-        for _ in range(reps):
+
+    def repetition() -> dict[int, float]:
+        out: dict[int, float] = {}
+        for size in sizes:
+            count = max(3, volume // size)
             start = time.perf_counter()
             for _ in range(count):
                 fetch(size)
-            out[size].append(size * count / (time.perf_counter() - start) / 1e6)
-    return out
+            out[size] = size * count / (time.perf_counter() - start) / 1e6
+        return out
+
+    return repetition
 
 
 def _dealer(address: str) -> zmq.Socket[bytes]:
@@ -75,13 +88,12 @@ def _shape(size: int) -> list[int]:
 # --- the small call, blocking ---------------------------------------------------------------------
 
 
-def zidl_small(link: Connection, address: str, reps: int, calls: int) -> None:
+def zidl_small(link: Connection, address: str, calls: int) -> None:
     with BenchClient.connect(address) as bench:
-        ready(link)
-        link.send(latencies(lambda: bench.small(3, 0.5), reps, calls))
+        answer(link, latency(lambda: bench.small(3, 0.5), calls))
 
 
-def raw_small(link: Connection, address: str, reps: int, calls: int) -> None:
+def raw_small(link: Connection, address: str, calls: int) -> None:
     req = zmq.Context.instance().socket(zmq.REQ)
     req.setsockopt(zmq.LINGER, 0)
     req.connect(address)
@@ -90,31 +102,28 @@ def raw_small(link: Connection, address: str, reps: int, calls: int) -> None:
         req.send_json({"a": 3, "b": 0.5})
         return req.recv_json()
 
-    ready(link)
-    link.send(latencies(call, reps, calls))
+    answer(link, latency(call, calls))
     req.close()
 
 
 # --- properties ---------------------------------------------------------------------------------------
 
 
-def zidl_property(link: Connection, address: str, reps: int, calls: int) -> None:
+def zidl_property(link: Connection, address: str, calls: int) -> None:
     with BenchClient.connect(address) as bench:
         values = iter(range(1_000_000_000))
 
         def write() -> None:
             bench.gain = float(next(values))
 
-        ready(link)
-        link.send({"get": latencies(lambda: bench.gain, reps, calls), "set": latencies(write, reps, calls)})
+        get, set_ = latency(lambda: bench.gain, calls), latency(write, calls)
+        answer(link, lambda: {"get": get(), "set": set_()})
 
 
 # --- pipelined calls ------------------------------------------------------------------------------------
 
 
-async def _zidl_pipelined(
-    link: Connection, address: str, depths: list[int], reps: int, calls: int
-) -> dict[int, list[float]]:
+async def _zidl_pipelined(link: Connection, address: str, depths: list[int], calls: int) -> None:
     async with AsyncBenchClient.connect(address) as bench:
 
         async def worker(count: int) -> None:
@@ -126,19 +135,17 @@ async def _zidl_pipelined(
             await asyncio.gather(*(worker(calls // depth) for _ in range(depth)))
             return depth * (calls // depth) / (time.perf_counter() - start)
 
-        ready(link)
-        out: dict[int, list[float]] = {}
         for depth in depths:
             await rate(depth)  # warm-up
-            out[depth] = [await rate(depth) for _ in range(reps)]
-        return out
+        for _ in goes(link):
+            link.send({depth: await rate(depth) for depth in depths})
 
 
-def zidl_pipelined(link: Connection, address: str, depths: list[int], reps: int, calls: int) -> None:
-    link.send(asyncio.run(_zidl_pipelined(link, address, depths, reps, calls)))
+def zidl_pipelined(link: Connection, address: str, depths: list[int], calls: int) -> None:
+    asyncio.run(_zidl_pipelined(link, address, depths, calls))
 
 
-def raw_pipelined(link: Connection, address: str, depths: list[int], reps: int, calls: int) -> None:
+def raw_pipelined(link: Connection, address: str, depths: list[int], calls: int) -> None:
     dealer = _dealer(address)
     request = json.dumps({"op": "small", "a": 3, "b": 0.5}).encode()
 
@@ -154,25 +161,21 @@ def raw_pipelined(link: Connection, address: str, depths: list[int], reps: int, 
                 sent += 1
         return calls / (time.perf_counter() - start)
 
-    ready(link)
-    out: dict[int, list[float]] = {}
     for depth in depths:
-        rate(depth)
-        out[depth] = [rate(depth) for _ in range(reps)]
-    link.send(out)
+        rate(depth)  # warm-up
+    answer(link, lambda: {depth: rate(depth) for depth in depths})
     dealer.close()
 
 
 # --- bytes and arrays ------------------------------------------------------------------------------------
 
 
-def zidl_bytes(link: Connection, address: str, sizes: list[int], reps: int, volume: int) -> None:
+def zidl_bytes(link: Connection, address: str, sizes: list[int], volume: int) -> None:
     with BenchClient.connect(address) as bench:
-        ready(link)
-        link.send(throughputs(lambda size: bench.make_bytes(size, timeout=60.0), sizes, reps, volume))
+        answer(link, throughput(lambda size: bench.make_bytes(size, timeout=60.0), sizes, volume))
 
 
-def raw_bytes(link: Connection, address: str, sizes: list[int], reps: int, volume: int) -> None:
+def raw_bytes(link: Connection, address: str, sizes: list[int], volume: int) -> None:
     """DEALER/ROUTER multipart; the client ends up with a ``bytes`` object, as zidl's does."""
     dealer = _dealer(address)
 
@@ -181,18 +184,16 @@ def raw_bytes(link: Connection, address: str, sizes: list[int], reps: int, volum
         _header, data = dealer.recv_multipart()
         return data
 
-    ready(link)
-    link.send(throughputs(fetch, sizes, reps, volume))
+    answer(link, throughput(fetch, sizes, volume))
     dealer.close()
 
 
-def zidl_array(link: Connection, address: str, sizes: list[int], reps: int, volume: int) -> None:
+def zidl_array(link: Connection, address: str, sizes: list[int], volume: int) -> None:
     with BenchClient.connect(address) as bench:
-        ready(link)
-        link.send(throughputs(lambda size: bench.make_array(_shape(size), timeout=60.0), sizes, reps, volume))
+        answer(link, throughput(lambda size: bench.make_array(_shape(size), timeout=60.0), sizes, volume))
 
 
-def raw_array(link: Connection, address: str, sizes: list[int], reps: int, volume: int) -> None:
+def raw_array(link: Connection, address: str, sizes: list[int], volume: int) -> None:
     """DEALER/ROUTER multipart received with ``copy=False``, the array rebuilt over the frame by ``np.frombuffer``."""
     dealer = _dealer(address)
 
@@ -202,8 +203,7 @@ def raw_array(link: Connection, address: str, sizes: list[int], reps: int, volum
         described = json.loads(header.bytes)
         return np.frombuffer(data.buffer, dtype=described["dtype"]).reshape(described["shape"])
 
-    ready(link)
-    link.send(throughputs(fetch, sizes, reps, volume))
+    answer(link, throughput(fetch, sizes, volume))
     dealer.close()
 
 

@@ -11,6 +11,7 @@ the first instruction. Every process started is tracked and stopped when its
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import signal
@@ -81,10 +82,11 @@ def _child(link: Connection, target: Callable[..., Any], args: tuple[Any, ...]) 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped while tearing down: nothing left to clean up
 
 
-def ready(link: Connection) -> None:
-    """In a client: say it is connected, then wait for the parent's go, so that clients start together."""
+def goes(link: Connection) -> Iterator[None]:
+    """In a client: say it is ready, then come round once per "go" from the parent, until it says "done"."""
     link.send("ready")
-    link.recv()
+    while link.recv() == "go":
+        yield
 
 
 class Child:
@@ -137,23 +139,44 @@ def server(target: Callable[..., Any], *args: Any, env: dict[str, str] | None = 
         yield child.receive()
 
 
-def clients(target: Callable[..., Any], *args: Any, count: int = 1, env: dict[str, str] | None = None) -> list[Any]:
-    """Run ``count`` client processes on the client CPU, started together once all are connected; their results."""
-    with children(target, args, count=count, cpu=CLIENT_CPU, env=env) as started:
-        for child in started:
+@dataclass(frozen=True)
+class Clients:
+    """``count`` client processes running ``target(link, *args)`` (see ``goes``), measuring together."""
+
+    target: Callable[..., Any]
+    args: tuple[Any, ...]
+    count: int = 1
+
+
+def measure(groups: list[Clients], reps: int, env: dict[str, str] | None = None) -> list[list[Any]]:
+    """Start every group's processes on the client CPU; once all are ready, ``reps`` times let each group in turn
+    measure one repetition, its processes at once. Per group, the figures of each repetition (a list of one per
+    process when ``count`` > 1).
+
+    Taking turns puts a zidl repetition and its baseline's side by side in time, so that
+    the machine's drift between them (this VM's varies a call by 20 % from one second to
+    the next) does not become the ratio.
+    """
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(children(group.target, group.args, count=group.count, cpu=CLIENT_CPU, env=env))
+            for group in groups
+        ]
+        for child in itertools.chain.from_iterable(started):
             if child.receive() != "ready":
-                raise RuntimeError(f"{child.process.name} did not get ready")
-        for child in started:
-            child.link.send("go")
-        results = [child.receive(timeout=600.0) for child in started]
-        for child in started:
-            child.process.join(10.0)  # a client ends by itself once it has answered; let it close its sockets
-        return results
-
-
-def client(target: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Any:
-    """Run one client process on the client CPU; its result."""
-    return clients(target, *args, env=env)[0]
+                raise BenchmarkFailed(f"{child.process.name} did not get ready")
+        out: list[list[Any]] = [[] for _ in groups]
+        for _ in range(reps):
+            for group, processes, figures in zip(groups, started, out, strict=True):
+                for child in processes:
+                    child.link.send("go")
+                answers = [child.receive(timeout=600.0) for child in processes]
+                figures.append(answers if group.count > 1 else answers[0])
+        for child in itertools.chain.from_iterable(started):
+            child.link.send("done")
+        for child in itertools.chain.from_iterable(started):
+            child.process.join(10.0)  # a client ends by itself once told; let it close its sockets
+        return out
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bench.clients import latencies, throughputs
-from bench.harness import ready
+from bench.clients import answer, latency, throughput
 from bench.servers import payload, small_result
 
 _MAX_MESSAGE = 256 * 1024 * 1024
@@ -169,13 +168,11 @@ def _proxy(peer: str, address: str, stubs: str) -> tuple[Callable[[], object], C
     )
 
 
-def peer_small(link: Connection, peer: str, address: str, stubs: str, reps: int, calls: int) -> None:
+def peer_small(link: Connection, peer: str, address: str, stubs: str, calls: int) -> None:
     small, _fetch = _proxy(peer, address, stubs)
-    ready(link)
-    link.send(latencies(small, reps, calls))
+    answer(link, latency(small, calls))
 
 
-def peer_bytes(link: Connection, peer: str, address: str, stubs: str, sizes: list[int], reps: int, volume: int) -> None:
+def peer_bytes(link: Connection, peer: str, address: str, stubs: str, sizes: list[int], volume: int) -> None:
     _small, fetch = _proxy(peer, address, stubs)
-    ready(link)
-    link.send(throughputs(fetch, sizes, reps, volume))
+    answer(link, throughput(fetch, sizes, volume))

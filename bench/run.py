@@ -31,8 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import clients, peers, servers
 from bench.generated.bench import BenchClient
-from bench.harness import CLIENT_CPU, GLIBC_NO_MMAP, BenchmarkFailed, Figure, children, client, pinning, server
-from bench.harness import clients as run_clients
+from bench.harness import (
+    CLIENT_CPU,
+    GLIBC_NO_MMAP,
+    BenchmarkFailed,
+    Clients,
+    Figure,
+    children,
+    measure,
+    pinning,
+    server,
+)
 
 MIB = 1024 * 1024
 IMAGE = 4056 * 3040 * 3
@@ -55,7 +64,7 @@ class Settings:
     """Four clients, properties, the peers and the MALLOC_MMAP_MAX_ opt-in."""
 
 
-QUICK = Settings(3, 1000, [32], 3000, [MIB, IMAGE], 100_000_000, 10_000, [1], ["tcp"], extended=False)
+QUICK = Settings(7, 600, [32], 6000, [MIB, IMAGE], 60_000_000, 10_000, [1], ["tcp"], extended=False)
 FULL = Settings(
     5, 2000, [1, 8, 32, 128], 2000, [MIB, 8 * MIB, IMAGE], 300_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
 )
@@ -63,15 +72,24 @@ FULL = Settings(
 
 @dataclass
 class Row:
-    """One line of the table: a figure per transport beside its baseline's."""
+    """One line of the table: a figure per transport beside its baseline's.
+
+    ``pairs`` holds, per transport, the ratio of each repetition to the baseline's
+    repetition measured next to it; the row's ratio is their median. A row whose
+    baseline was measured elsewhere in the run (the peers, the properties) has none,
+    and its ratio is that of the medians.
+    """
 
     name: str
     unit: str
     baseline: str
     measured: dict[str, Figure]
     base: dict[str, Figure] = field(default_factory=dict)
+    pairs: dict[str, Figure] = field(default_factory=dict)
 
     def ratio(self, transport: str) -> float | None:
+        if transport in self.pairs:
+            return self.pairs[transport].median
         if transport not in self.measured or transport not in self.base or not self.base[transport].median:
             return None
         return self.measured[transport].median / self.base[transport].median
@@ -84,6 +102,7 @@ class Row:
             "measured": {t: f.as_dict() for t, f in self.measured.items()},
             "base": {t: f.as_dict() for t, f in self.base.items()},
             "ratio": {t: self.ratio(t) for t in self.measured},
+            "ratio_of_pairs": {t: f.as_dict() for t, f in self.pairs.items()},
         }
 
 
@@ -92,6 +111,17 @@ PerTransport = dict[str, Any]
 
 def figures(results: PerTransport, pick: Callable[[Any], list[float]]) -> dict[str, Figure]:
     return {transport: Figure.of(pick(result)) for transport, result in results.items()}
+
+
+def compared(
+    name: str, unit: str, baseline: str, zidl: PerTransport, raw: PerTransport, pick: Callable[[Any], list[float]]
+) -> Row:
+    """A row of zidl's repetitions against the baseline's, taken in turns: their medians and the ratio of each pair."""
+    pairs = {
+        transport: Figure.of([z / r for z, r in zip(pick(result), pick(raw[transport]), strict=True) if r])
+        for transport, result in zidl.items()
+    }
+    return Row(name, unit, baseline, figures(zidl, pick), figures(raw, pick), pairs)
 
 
 def key(name: str) -> Callable[[Any], list[float]]:
@@ -113,13 +143,19 @@ class Suite:
         self.summary: dict[str, float] = {}
         self.failed: list[str] = []
 
-    def each(self, target: Callable[..., None], server_name: str, *args: Any, count: int = 1) -> PerTransport:
-        """Run ``target`` against ``server_name`` on every transport; with ``count`` > 1, a list of results."""
-        out: PerTransport = {}
+    def against(
+        self, zidl: Callable[..., None], raw: Callable[..., None], raw_server: str, *args: Any, count: int = 1
+    ) -> tuple[PerTransport, PerTransport]:
+        """zidl's client against its server and the baseline's against ``raw_server``, repetitions taken in turns,
+        on every transport. Per transport, the figures of each repetition (see ``harness.measure``)."""
+        zidl_out: PerTransport = {}
+        raw_out: PerTransport = {}
         for transport, addresses in self.addresses.items():
-            results = run_clients(target, addresses[server_name], *args, count=count)
-            out[transport] = results if count > 1 else results[0]
-        return out
+            zidl_out[transport], raw_out[transport] = measure(
+                [Clients(zidl, (addresses["zidl"], *args), count), Clients(raw, (addresses[raw_server], *args), count)],
+                self.s.reps,
+            )
+        return zidl_out, raw_out
 
     def add(self, row: Row, summary: str | None = None) -> Row:
         self.rows.append(row)
@@ -133,33 +169,28 @@ class Suite:
         return next(row for row in self.rows if row.name == name)
 
     def small_call(self) -> None:
-        zidl = self.each(clients.zidl_small, "zidl", self.s.reps, self.s.calls)
-        raw = self.each(clients.raw_small, "rep", self.s.reps, self.s.calls)
+        zidl, raw = self.against(clients.zidl_small, clients.raw_small, "rep", self.s.calls)
         base = "raw REQ/REP send_json"
-        p50 = self.add(
-            Row("small call p50", "µs", base, figures(zidl, key("p50_us")), figures(raw, key("p50_us"))),
-            "small_call_p50_ratio",
-        )
-        self.add(Row("small call p99", "µs", base, figures(zidl, key("p99_us")), figures(raw, key("p99_us"))))
-        rate = self.add(
-            Row("small call, blocking", "calls/s", base, figures(zidl, key("per_s")), figures(raw, key("per_s")))
-        )
+        p50 = self.add(compared("small call p50", "µs", base, zidl, raw, key("p50_us")), "small_call_p50_ratio")
+        self.add(compared("small call p99", "µs", base, zidl, raw, key("p99_us")))
+        rate = self.add(compared("small call, blocking", "calls/s", base, zidl, raw, key("per_s")))
         self.summary["small_call_p50_us"] = round(p50.measured["tcp"].median, 1)
         self.summary["raw_req_rep_p50_us"] = round(p50.base["tcp"].median, 1)
         self.summary["small_call_per_s"] = round(rate.measured["tcp"].median)
 
     def pipelined(self) -> None:
-        args = (self.s.depths, self.s.reps, self.s.pipelined_calls)
-        zidl = self.each(clients.zidl_pipelined, "zidl", *args)
-        raw = self.each(clients.raw_pipelined, "router", *args)
+        zidl, raw = self.against(
+            clients.zidl_pipelined, clients.raw_pipelined, "router", self.s.depths, self.s.pipelined_calls
+        )
         for depth in self.s.depths:
             row = self.add(
-                Row(
+                compared(
                     f"pipelined, {depth} in flight (async)",
                     "calls/s",
                     "raw DEALER/ROUTER, same depth",
-                    figures(zidl, lambda r, d=depth: r[d]),
-                    figures(raw, lambda r, d=depth: r[d]),
+                    zidl,
+                    raw,
+                    lambda reps, d=depth: [rep[d] for rep in reps],
                 ),
                 f"pipelined_{depth}_ratio",
             )
@@ -169,25 +200,19 @@ class Suite:
                 )
 
     def four_clients(self) -> None:
-        zidl = self.each(clients.zidl_small, "zidl", self.s.reps, self.s.calls // 2, count=4)
-        raw = self.each(clients.raw_small, "rep", self.s.reps, self.s.calls // 2, count=4)
+        zidl, raw = self.against(clients.zidl_small, clients.raw_small, "rep", self.s.calls // 2, count=4)
 
-        def total(results: list[list[dict[str, float]]]) -> list[float]:
-            return [sum(rep["per_s"] for rep in reps) for reps in zip(*results, strict=True)]
+        def total(reps: list[list[dict[str, float]]]) -> list[float]:
+            return [sum(process["per_s"] for process in rep) for rep in reps]
 
-        self.add(
-            Row(
-                "four blocking clients at once",
-                "calls/s",
-                "4 raw REQ clients",
-                figures(zidl, total),
-                figures(raw, total),
-            )
-        )
+        self.add(compared("four blocking clients at once", "calls/s", "4 raw REQ clients", zidl, raw, total))
 
     def properties(self) -> None:
         """Property read and write round trips, beside the raw REQ/REP small call of this run."""
-        zidl = self.each(clients.zidl_property, "zidl", self.s.reps, self.s.calls)
+        zidl = {
+            transport: measure([Clients(clients.zidl_property, (addresses["zidl"], self.s.calls))], self.s.reps)[0]
+            for transport, addresses in self.addresses.items()
+        }
         raw = self.row("small call p50").base
         for operation in ("get", "set"):
             self.add(
@@ -203,43 +228,51 @@ class Suite:
     def transfers(self, env: dict[str, str] | None = None, sizes: list[int] | None = None) -> None:
         """bytes and ndarray MB/s; with ``env``, over servers and clients started with it (tcp only)."""
         sizes = sizes or self.s.sizes
-        args = (sizes, self.s.reps, self.s.volume)
+        args = (sizes, self.s.volume)
         suffix = "".join(f", {name}={value}" for name, value in (env or {}).items())
         if env is None:
-            zidl_bytes = self.each(clients.zidl_bytes, "zidl", *args)
-            raw_bytes = self.each(clients.raw_bytes, "router", *args)
-            zidl_array = self.each(clients.zidl_array, "zidl", *args)
-            raw_array = self.each(clients.raw_array, "router", *args)
+            zidl_bytes, raw_bytes = self.against(clients.zidl_bytes, clients.raw_bytes, "router", *args)
+            zidl_array, raw_array = self.against(clients.zidl_array, clients.raw_array, "router", *args)
         else:
             with (
                 server(servers.zidl_server, "tcp://127.0.0.1:0", env=env) as zidl,
                 server(servers.router_server, "tcp://127.0.0.1:0", env=env) as router,
             ):
-                zidl_bytes = {"tcp": client(clients.zidl_bytes, zidl, *args, env=env)}
-                raw_bytes = {"tcp": client(clients.raw_bytes, router, *args, env=env)}
-                zidl_array = {"tcp": client(clients.zidl_array, zidl, *args, env=env)}
-                raw_array = {"tcp": client(clients.raw_array, router, *args, env=env)}
+                zidl_bytes, raw_bytes, zidl_array, raw_array = (
+                    {"tcp": figures}
+                    for figures in measure(
+                        [
+                            Clients(clients.zidl_bytes, (zidl, *args)),
+                            Clients(clients.raw_bytes, (router, *args)),
+                            Clients(clients.zidl_array, (zidl, *args)),
+                            Clients(clients.raw_array, (router, *args)),
+                        ],
+                        self.s.reps,
+                        env=env,
+                    )
+                )
         for size in sizes:
             label = "36 MiB (4056x3040x3)" if size == IMAGE else f"{size // MIB} MiB"
             name = "36mib" if size == IMAGE else f"{size // MIB}mib"
+
+            def at(reps: list[dict[int, float]], n: int = size) -> list[float]:
+                return [rep[n] for rep in reps]
+
             self.add(
-                Row(
-                    f"bytes {label}{suffix}",
-                    "MB/s",
-                    "raw DEALER/ROUTER multipart, bytes",
-                    figures(zidl_bytes, lambda r, n=size: r[n]),
-                    figures(raw_bytes, lambda r, n=size: r[n]),
+                compared(
+                    f"bytes {label}{suffix}", "MB/s", "raw DEALER/ROUTER multipart, bytes", zidl_bytes, raw_bytes, at
                 ),
                 None if env else f"bytes_{name}_ratio",
             )
             if size == IMAGE:
                 self.add(
-                    Row(
+                    compared(
                         f"ndarray {label}{suffix}",
                         "MB/s",
                         "raw DEALER/ROUTER copy=False + np.frombuffer",
-                        figures(zidl_array, lambda r, n=size: r[n]),
-                        figures(raw_array, lambda r, n=size: r[n]),
+                        zidl_array,
+                        raw_array,
+                        at,
                     ),
                     None if env else f"ndarray_{name}_ratio",
                 )
@@ -306,8 +339,13 @@ class Suite:
         for peer in peers.available():
             progress(f"{peer}...")
             with server(peers.SERVERS[peer], stubs) as address:
-                small = client(peers.peer_small, peer, address, stubs, self.s.reps, self.s.calls // 3)
-                fetched = client(peers.peer_bytes, peer, address, stubs, [IMAGE], self.s.reps, self.s.volume)
+                small, fetched = measure(
+                    [
+                        Clients(peers.peer_small, (peer, address, stubs, self.s.calls // 3)),
+                        Clients(peers.peer_bytes, (peer, address, stubs, [IMAGE], self.s.volume)),
+                    ],
+                    self.s.reps,
+                )
             self.add(
                 Row(
                     f"{peer}: small call p50",
@@ -331,7 +369,7 @@ class Suite:
                     f"{peer}: bytes 36 MiB",
                     "MB/s",
                     "raw DEALER/ROUTER multipart, bytes",
-                    {"tcp": Figure.of(fetched[IMAGE])},
+                    {"tcp": Figure.of([rep[IMAGE] for rep in fetched])},
                     {"tcp": bytes_base["tcp"]},
                 )
             )
@@ -416,11 +454,13 @@ def table(rows: list[Row], transports: list[str]) -> str:
         cells = [row.name, row.unit, row.baseline]
         for transport in transports:
             ratio = row.ratio(transport)
+            pairs = row.pairs.get(transport)
+            spread = f" ±{pairs.spread * 50:.0f}%" if pairs is not None else ""
             usable = ratio is not None and row.unit != "events"
             cells += [
                 cell(row.measured.get(transport)),
                 cell(row.base.get(transport)),
-                f"{ratio:.2f}x" if usable else "",
+                f"{ratio:.2f}x{spread}" if usable else "",
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -462,7 +502,10 @@ def main() -> None:
         f"\n{about['cpu']}, {about['cores']} cores, {about['system']}, Python {about['python']}, "
         f"pyzmq {about['pyzmq']}, libzmq {about['libzmq']}, {about['date']}"
     )
-    print(f"Placement: {about['pinning']}. Medians of {settings.reps} repetitions; ± is half their range.\n")
+    print(
+        f"Placement: {about['pinning']}. Medians of {settings.reps} repetitions, zidl's and the baseline's taken "
+        "in turns; a ratio is the median of the ratios of those pairs; ± is half the range.\n"
+    )
     print(table(suite.rows, settings.transports))
     print("\n" + json.dumps({**suite.summary, "failed": suite.failed}))
 

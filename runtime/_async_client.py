@@ -137,6 +137,8 @@ class AsyncClient(InterfaceBound):
         self._in_flight: set[int] = set()
         self._deadlines = Deadlines(self._expire, self._pending)
         self._sync: Socket | None = None
+        self._looking = False
+        """A look for replies is due in this turn of the loop (``_look_for_replies``)."""
         self._socket: zmq.asyncio.Socket | None = None
         self._monitor: Monitor | None = None
         self._monitor_socket: zmq.asyncio.Socket | None = None
@@ -481,7 +483,7 @@ class AsyncClient(InterfaceBound):
             except zmq.ZMQError as exc:
                 raise translate(exc, self._where(kind, name)) from exc
             else:
-                self._take_replies(sync)
+                self._look_for_replies(loop)
             if oneway:
                 return None
             self._in_flight.add(request_id)
@@ -560,13 +562,25 @@ class AsyncClient(InterfaceBound):
             except zmq.ZMQError:
                 return
 
-    def _take_replies(self, sync: Socket) -> None:
-        """Resolve every reply waiting on the plain socket.
+    def _look_for_replies(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a send on the plain socket: take the replies waiting, once the sends of this turn of the loop are made.
 
-        Also called after each send on it: the socket's file descriptor is edge-triggered,
-        and a send may consume the notice that a reply arrived, which zmq.asyncio (not
-        having made the send) would never see. Reading until nothing is left re-arms it.
+        The socket's file descriptor is edge-triggered, and a send may consume the notice
+        that a reply arrived, which zmq.asyncio (not having made the send) would never see;
+        reading until nothing is left re-arms it. The calls a batch of replies wakes send
+        in the same turn of the loop, so one look serves them all.
         """
+        if not self._looking:
+            self._looking = True
+            loop.call_soon(self._look)
+
+    def _look(self) -> None:
+        self._looking = False
+        if self._sync is not None:  # else closed (or moving) since
+            self._take_replies(self._sync)
+
+    def _take_replies(self, sync: Socket) -> None:
+        """Resolve every reply waiting on the plain socket."""
         while readable(sync):
             self._resolve(recv_frames(sync, flags=zmq.NOBLOCK))
 
