@@ -220,7 +220,7 @@ class Suite:
                     f"property {operation} p50",
                     "µs",
                     "raw REQ/REP send_json",
-                    figures(zidl, lambda r, o=operation: [rep["p50_us"] for rep in r[o]]),
+                    figures(zidl, lambda r, o=operation: [rep[o]["p50_us"] for rep in r]),
                     raw,
                 )
             )
