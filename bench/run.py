@@ -66,7 +66,7 @@ class Settings:
 
 QUICK = Settings(7, 600, [32], 6000, [MIB, IMAGE], 60_000_000, 10_000, [1], ["tcp"], extended=False)
 FULL = Settings(
-    5, 2000, [1, 8, 32, 128], 2000, [MIB, 8 * MIB, IMAGE], 300_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
+    5, 2000, [1, 8, 32, 128], 6000, [MIB, 8 * MIB, IMAGE], 300_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
 )
 
 

@@ -46,6 +46,7 @@ from ._security import CurveClient
 from ._signals import AsyncSignal, AsyncSignalHub
 from ._transport import (
     DEFAULT_HEARTBEAT,
+    NOBLOCK,
     Heartbeat,
     Monitor,
     Socket,
@@ -53,6 +54,7 @@ from ._transport import (
     make_dealer,
     readable,
     recv_frames,
+    send_frame,
     send_frames,
     translate,
 )
@@ -134,7 +136,8 @@ class AsyncClient(InterfaceBound):
         self._hub: AsyncSignalHub | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], Any]]] = {}
-        self._in_flight: set[int] = set()
+        self._unsent: set[int] = set()
+        """The requests in ``_pending`` still waiting to be sent; the others are in flight."""
         self._deadlines = Deadlines(self._expire, self._pending)
         self._sync: Socket | None = None
         self._looking = False
@@ -477,22 +480,27 @@ class AsyncClient(InterfaceBound):
         self._pending[request_id] = reply
         try:
             try:
-                send_frames(sync, frames, zmq.NOBLOCK)
+                if len(frames) == 1:
+                    send_frame(sync, frames[0], NOBLOCK, False)
+                else:
+                    send_frames(sync, frames, NOBLOCK)
             except zmq.Again:  # not connected yet, or at the high-water mark
-                await self._send_by(deadline, frames, reply, kind, name, timeout)
+                self._unsent.add(request_id)
+                try:
+                    await self._send_by(deadline, frames, reply, kind, name, timeout)
+                finally:
+                    self._unsent.discard(request_id)
             except zmq.ZMQError as exc:
                 raise translate(exc, self._where(kind, name)) from exc
             else:
                 self._look_for_replies(loop)
             if oneway:
                 return None
-            self._in_flight.add(request_id)
             if deadline is not None:
                 self._deadlines.add(loop, deadline, request_id, kind, name, timeout)
             header, result = await reply
         finally:
             del self._pending[request_id]
-            self._in_flight.discard(request_id)
         if header.get("k") == "ok":
             return result
         return _outcome(header, result, self._tables, self._where(kind, name))
@@ -616,5 +624,5 @@ class AsyncClient(InterfaceBound):
 
     def _fail_all(self, error: Callable[[], Exception], *, in_flight_only: bool) -> None:
         for request_id, reply in list(self._pending.items()):
-            if (not in_flight_only or request_id in self._in_flight) and not reply.done():
+            if (not in_flight_only or request_id not in self._unsent) and not reply.done():
                 reply.set_exception(error())

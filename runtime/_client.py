@@ -46,6 +46,7 @@ from ._security import CurveClient
 from ._signals import Signal, SignalHub
 from ._transport import (
     DEFAULT_HEARTBEAT,
+    NOBLOCK,
     Heartbeat,
     make_dealer,
     send_frame,
@@ -58,7 +59,6 @@ from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, e
 
 logger = logging.getLogger(__name__)
 
-_NOBLOCK: Final = int(zmq.NOBLOCK)  # a plain int: combining pyzmq's flag enums runs Python code
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a handshake, property read or write, or subscription waits unless ``timeout=`` says otherwise."""
@@ -545,9 +545,9 @@ class Client(InterfaceBound):
         sock = connection.socket
         try:  # the common case inline: connected, the message goes at once
             if len(frames) == 1:
-                send_frame(sock, frames[0], _NOBLOCK, False)
+                send_frame(sock, frames[0], NOBLOCK, False)
             else:
-                send_frames(sock, frames, _NOBLOCK)
+                send_frames(sock, frames, NOBLOCK)
         except zmq.Again:
             self._send(connection, frames, deadline, timeout, kind, name)
         if oneway:

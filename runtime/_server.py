@@ -47,6 +47,7 @@ from ._signals import WELCOME, ServerSignal, topic
 from ._systemd import SystemdNotifier
 from ._transport import (
     DEFAULT_HEARTBEAT,
+    NOBLOCK,
     Heartbeat,
     Waker,
     bind,
@@ -84,7 +85,6 @@ _WATCH: Final = 0.1
 sleeping until woken: waking it for every call would cost two context switches per call (9 instead of 4)."""
 _TICK: Final = 0.005
 """How often a watching standby looks for an inline call; a takeover comes at most ``_TICK + _HANDOFF`` late."""
-_NOBLOCK: Final = int(zmq.NOBLOCK)
 _SIGNAL_HWM: Final = 10_000
 """Emissions queued per subscriber before the publisher drops (libzmq's default is 1000): a burst from a call
 that runs inline reaches the publisher faster than a subscriber's Python callbacks take it, and 1000 lost some
@@ -502,7 +502,7 @@ class _Engine:
                         try:
                             # identity and header copied, the value frames not (``recv_frames(copied=2)``, inline,
                             # with ``Frame.more`` instead of an RCVMORE getsockopt)
-                            frame = router.recv(_NOBLOCK, copy=False)
+                            frame = router.recv(NOBLOCK, copy=False)
                             frames: list[Any] = [frame.bytes]
                             while frame.more:
                                 frame = router.recv(copy=False)
@@ -556,7 +556,7 @@ class _Engine:
 
     def _send(self, sock: zmq.Socket[bytes], frames: list[Any]) -> None:
         try:
-            send_frames(sock, frames, zmq.NOBLOCK)
+            send_frames(sock, frames, NOBLOCK)
         except zmq.Again:
             logger.warning("dropped a message: the peer is not reading (high-water mark)")
         except zmq.ZMQError as exc:

@@ -215,6 +215,7 @@ class Monitor:
 
 
 # plain ints: combining pyzmq's flag enums runs Python code (IntFlag.__or__, __rand__) on every message
+NOBLOCK: Final = int(zmq.NOBLOCK)
 _POLLIN: Final = int(zmq.POLLIN)
 _SNDMORE: Final = int(zmq.SNDMORE)
 
