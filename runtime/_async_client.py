@@ -58,7 +58,7 @@ from ._transport import (
     send_frames,
     translate,
 )
-from ._validation import InterfaceBound, Tables, tables
+from ._validation import CallPlan, InterfaceBound, Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ class AsyncClient(InterfaceBound):
         self._limits = limits
         self._curve = curve
         self._tables: Tables | None = type(self)._zidl_tables
+        self._calls: dict[str, CallPlan] = self._tables.calls if self._tables is not None else {}
         self._server_interface: Interface | None = None
         self._signal_address: str | None = None
         self._signals: dict[str, AsyncSignal[...]] = {}
@@ -286,8 +287,9 @@ class AsyncClient(InterfaceBound):
     # --- what generated code calls --------------------------------------------------------------------------
 
     async def _call(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        plan = self._table().calls.get(name)
+        plan = self._calls.get(name)
         if plan is None:
+            self._table()  # not connected yet: says so
             raise ZidlError(f"{self._what()} has no method {name!r}")
         oneway = plan.spec.oneway
         values = plan.validate_args(args).__dict__
@@ -353,6 +355,7 @@ class AsyncClient(InterfaceBound):
         self._server_interface = theirs
         if self._tables is None:
             self._tables = tables(theirs)
+            self._calls = self._tables.calls
             self._make_members(theirs)
         if self._hub is not None:
             self._hub.move(self._signal_address, self._curve)

@@ -3,10 +3,11 @@
 A generated ``CameraClient(Client, interface=INTERFACE)`` declares methods that call
 ``self._call(name, args, timeout)`` and properties that call ``self._get`` and
 ``self._set``. Each thread that calls gets its own DEALER socket (made on first use,
-closed by ``close()``) and waits for its reply itself, polling the socket and its
-monitor: no thread hop per call. A disconnect seen by the monitor while a call is
-in flight raises ``ConnectionLost``; a timeout raises ``CallTimeout`` and leaves the
-socket usable (a late reply is recognised by its id and dropped). Signals run on
+closed by ``close()``) and waits for its reply itself in a blocking receive of at
+most ``_SLICE`` seconds: no thread hop per call. A connection the socket's monitor
+saw drop, looked at when a slice ends with no reply, raises ``ConnectionLost``; a
+timeout raises ``CallTimeout`` and leaves the socket usable (a late reply is
+recognised by its id and dropped). Signals run on
 one thread of the client (``SignalHub``).
 
 A client follows its device. A request that cannot be sent within the client's
@@ -54,7 +55,7 @@ from ._transport import (
     substitute_host,
     translate,
 )
-from ._validation import InterfaceBound, Tables, tables
+from ._validation import CallPlan, InterfaceBound, Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class Client(InterfaceBound):
         self._limits = limits
         self._curve = curve
         self._tables: Tables | None = type(self)._zidl_tables
+        self._calls: dict[str, CallPlan] = self._tables.calls if self._tables is not None else {}
         self._server_interface: Interface | None = None
         self._signal_address: str | None = None
         self._signals: dict[str, Signal[...]] = {}
@@ -330,8 +332,9 @@ class Client(InterfaceBound):
 
     def _call(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Any:
         """Call method ``name`` with ``args``; returns the validated result (None for a oneway method)."""
-        plan = self._table().calls.get(name)
+        plan = self._calls.get(name)
         if plan is None:
+            self._table()  # not connected yet: says so
             raise ZidlError(f"{self._what()} has no method {name!r}")
         oneway = plan.spec.oneway
         values = plan.validate_args(args).__dict__
@@ -396,6 +399,7 @@ class Client(InterfaceBound):
         self._server_interface = theirs
         if self._tables is None:
             self._tables = tables(theirs)
+            self._calls = self._tables.calls
             self._make_signals(theirs)
         with self._lock:
             self._signal_address = signals

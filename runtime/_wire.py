@@ -52,6 +52,10 @@ class Limits:
     max_frames: int = 1024
     max_bytes: int = 256 * 1024 * 1024
 
+    def __post_init__(self) -> None:
+        if self.max_frames < 1 or self.max_bytes < 1:
+            raise ValueError(f"a message has at least one frame and one byte: {self} allows none")
+
 
 DEFAULT_LIMITS: Final = Limits()
 
@@ -254,8 +258,11 @@ def decode(frames: Sequence[Frame], limits: Limits = DEFAULT_LIMITS) -> tuple[di
     """Check limits, parse the header and rebuild the body; raises ``ProtocolError`` on a bad message."""
     if not frames:
         raise ProtocolError("empty message")
-    check_limits(frames, limits)
+    if len(frames) > 1 or len(frames[0]) > limits.max_bytes:  # one frame within the size limit: nothing to check
+        check_limits(frames, limits)
     header = decode_header(frames[0])
+    if not header.get("x"):  # no binary value: the body is the header's (most replies)
+        return header, header.get("b")
     return header, decode_body(header, frames)
 
 

@@ -22,7 +22,7 @@ from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import INTERFACE, AsyncEchoClient, EchoClient
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
-from runtime import Client, ConnectionLost, FieldSpec, InterfaceMismatch, Limits, MethodSpec
+from runtime import Client, ConnectionLost, FieldSpec, InterfaceMismatch, Limits, MethodSpec, ProtocolError
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -172,6 +172,24 @@ def test_compatible_difference_connects_with_a_warning(address: str, caplog: pyt
     assert "the server has method fast as well" in caplog.text
 
 
+def test_limits_that_would_refuse_every_message_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least one frame"):
+        Limits(max_frames=0)
+    with pytest.raises(ValueError, match="at least one frame"):
+        Limits(max_bytes=0)
+
+
+def test_a_client_refuses_a_reply_larger_than_its_limit() -> None:
+    with (
+        Echo().running("tcp://127.0.0.1:0") as address,
+        EchoClient.connect(address, limits=Limits(max_bytes=100_000)) as client,
+    ):
+        assert client.echo("x" * 10) == "x" * 10
+        with pytest.raises(ProtocolError, match="more than the limit of 100000"):
+            client.echo("x" * 200_000)
+        assert client.echo("y") == "y"
+
+
 def test_hostile_messages_get_error_replies_and_server_keeps_serving() -> None:
     server = Echo()
     with server.running("tcp://127.0.0.1:0", limits=Limits(max_frames=8, max_bytes=1 << 20)) as address:
@@ -191,6 +209,7 @@ def test_hostile_messages_get_error_replies_and_server_keeps_serving() -> None:
             [json.dumps({"v": 1, "id": 9, "k": "call", "n": "echo", "b": {}}).encode(), b"x" * (2 << 20)],
             [json.dumps({"v": 1, "id": 10, "k": "call", "n": "__init__", "b": {}}).encode()],
             [json.dumps({"v": 1, "id": 11, "k": "set", "n": "_zidl_engine", "b": None}).encode()],
+            [json.dumps({"v": 1, "id": 12, "k": "call", "n": "echo", "b": {"value": "x" * (2 << 20)}}).encode()],
         ]
         try:
             for frames in cases:
