@@ -39,6 +39,7 @@ from ._client import (
     read_hello,
     retry_level,
 )
+from ._client_base import ClientBase
 from ._deadlines import Deadlines
 from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, RegistryUnavailable, ZidlError
 from ._interface import Interface
@@ -58,7 +59,6 @@ from ._transport import (
     send_frames,
     translate,
 )
-from ._validation import CallPlan, InterfaceBound, Tables, tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Connecting(Generic[C]):
             await self._client.close()
 
 
-class AsyncClient(InterfaceBound):
+class AsyncClient(ClientBase[AsyncSignal[...]]):
     """The base of every generated asyncio client; ``await Async<Name>Client.connect(address)``."""
 
     def __init__(
@@ -124,18 +124,8 @@ class AsyncClient(InterfaceBound):
         limits: Limits = DEFAULT_LIMITS,
         curve: CurveClient | None = None,
     ) -> None:
-        self._address = address
-        self._timeout = timeout
-        self._heartbeat = heartbeat
-        self._limits = limits
-        self._curve = curve
-        self._tables: Tables | None = type(self)._zidl_tables
-        self._calls: dict[str, CallPlan] = self._tables.calls if self._tables is not None else {}
-        self._server_interface: Interface | None = None
-        self._signal_address: str | None = None
-        self._signals: dict[str, AsyncSignal[...]] = {}
+        super().__init__(address, timeout, heartbeat, limits, curve)
         self._hub: AsyncSignalHub | None = None
-        self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], Any]]] = {}
         self._unsent: set[int] = set()
         """The requests in ``_pending`` still waiting to be sent; the others are in flight."""
@@ -153,7 +143,6 @@ class AsyncClient(InterfaceBound):
         """Held while the client asks the registry and moves: concurrent requests move it once."""
         self._lost = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
-        self._closed = False
         if self._tables is not None:
             self._make_members(self._tables.interface)
 
@@ -226,25 +215,6 @@ class AsyncClient(InterfaceBound):
 
         return Connecting(connect)
 
-    @property
-    def address(self) -> str:
-        return self._address
-
-    @property
-    def interface(self) -> Interface:
-        """The server's interface description (from the handshake), or this client's before it."""
-        if self._server_interface is not None:
-            return self._server_interface
-        if self._tables is None:
-            raise ZidlError("the client has not connected yet")
-        return self._tables.interface
-
-    def signal(self, name: str) -> AsyncSignal[...]:
-        try:
-            return self._signals[name]
-        except KeyError:
-            raise ZidlError(f"{self._what()} has no signal {name!r}") from None
-
     async def close(self) -> None:
         """Close the connection; calls in flight end with ``ClientClosed``."""
         if self._closed:
@@ -281,43 +251,25 @@ class AsyncClient(InterfaceBound):
     ) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._address}{' closed' if self._closed else ''}>"
-
     # --- what generated code calls --------------------------------------------------------------------------
 
     async def _call(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Any:
         plan = self._calls.get(name)
         if plan is None:
-            self._table()  # not connected yet: says so
-            raise ZidlError(f"{self._what()} has no method {name!r}")
+            raise self._no_method(name)
         oneway = plan.spec.oneway
         values = plan.validate_args(args).__dict__
         result = await self._request("call", name, values, timeout, oneway=oneway, write=plan.write_args)
         return None if oneway else plan.validate_result(result)
 
     async def _get(self, name: str) -> Any:
-        table = self._table()
-        if name not in table.values:
-            raise ZidlError(f"{self._what()} has no property {name!r}")
-        return table.values[name].validate_python(await self._request("get", name, _NOTHING, self._timeout))
+        value = self._value(name)
+        return value.validate_python(await self._request("get", name, _NOTHING, self._timeout))
 
     async def _set(self, name: str, value: Any) -> None:
-        table = self._table()
-        if name not in table.values:
-            raise ZidlError(f"{self._what()} has no property {name!r}")
-        await self._request("set", name, table.values[name].validate_python(value), self._timeout)
+        await self._request("set", name, self._value(name).validate_python(value), self._timeout)
 
     # --- the connection -------------------------------------------------------------------------------------
-
-    def _table(self) -> Tables:
-        if self._tables is None:
-            raise ZidlError(f"{self._what()}: not connected yet")
-        return self._tables
-
-    def _what(self) -> str:
-        name = self._tables.interface.name if self._tables is not None else "device"
-        return f"{name} at {self._address}"
 
     def _make_members(self, interface: Interface) -> None:
         for spec in interface.signals:
@@ -352,10 +304,7 @@ class AsyncClient(InterfaceBound):
         mine = self._tables.interface if self._tables is not None else None
         reply = await self._request("hello", None, hello_body(mine), timeout)
         theirs, self._signal_address = read_hello(reply, mine, self._address)
-        self._server_interface = theirs
-        if self._tables is None:
-            self._tables = tables(theirs)
-            self._calls = self._tables.calls
+        if self._adopt(theirs):
             self._make_members(theirs)
         if self._hub is not None:
             self._hub.move(self._signal_address, self._curve)
@@ -450,10 +399,6 @@ class AsyncClient(InterfaceBound):
                 loop.create_task(self._watch(self._monitor_socket)),
             ]
         return self._sync, self._socket
-
-    def _where(self, kind: str, name: str | None) -> str:
-        """A request as error messages name it; made only when one is needed."""
-        return f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
 
     async def _request(
         self,

@@ -31,6 +31,7 @@ from typing import Any, Final, Self
 
 import zmq
 
+from ._client_base import ClientBase
 from ._compat import check
 from ._errors import (
     AuthenticationFailed,
@@ -55,7 +56,7 @@ from ._transport import (
     substitute_host,
     translate,
 )
-from ._validation import CallPlan, InterfaceBound, Tables, tables
+from ._validation import Tables
 from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class _Connection:
             self.socket.close(linger=0)
 
 
-class Client(InterfaceBound):
+class Client(ClientBase[Signal[...]]):
     """The base of every generated blocking client; use ``<Name>Client.connect(address)``.
 
     ``Client.connect(address)`` on this base class makes a client for whatever the
@@ -183,26 +184,15 @@ class Client(InterfaceBound):
         limits: Limits = DEFAULT_LIMITS,
         curve: CurveClient | None = None,
     ) -> None:
-        self._address = address
-        self._timeout = timeout
-        self._heartbeat = heartbeat
-        self._limits = limits
-        self._curve = curve
-        self._tables: Tables | None = type(self)._zidl_tables
-        self._calls: dict[str, CallPlan] = self._tables.calls if self._tables is not None else {}
-        self._server_interface: Interface | None = None
-        self._signal_address: str | None = None
-        self._signals: dict[str, Signal[...]] = {}
+        super().__init__(address, timeout, heartbeat, limits, curve)
         self._hub: SignalHub | None = None
         self._local = threading.local()
         self._connections: dict[threading.Thread, _Connection] = {}
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._locate: Callable[[float], str] | None = None
         """Asks the registry where the device is now (a client found by name), given how long to wait."""
         self._lost = threading.Event()
         self._follower: threading.Thread | None = None
-        self._closed = False
         if self._tables is not None:
             self._make_signals(self._tables.interface)
 
@@ -274,26 +264,6 @@ class Client(InterfaceBound):
             raise
         return client
 
-    @property
-    def address(self) -> str:
-        return self._address
-
-    @property
-    def interface(self) -> Interface:
-        """The server's interface description (from the handshake), or this client's before it."""
-        if self._server_interface is not None:
-            return self._server_interface
-        if self._tables is None:
-            raise ZidlError("the client has not connected yet")
-        return self._tables.interface
-
-    def signal(self, name: str) -> Signal[...]:
-        """The signal ``name`` (generated clients also have it as an attribute)."""
-        try:
-            return self._signals[name]
-        except KeyError:
-            raise ZidlError(f"{self._what()} has no signal {name!r}") from None
-
     def close(self) -> None:
         """Close every socket and the signal thread; calls in flight end with ``ClientClosed``."""
         with self._lock:
@@ -325,17 +295,13 @@ class Client(InterfaceBound):
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._address}{' closed' if self._closed else ''}>"
-
     # --- what generated code calls ---------------------------------------------------------------------
 
     def _call(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Any:
         """Call method ``name`` with ``args``; returns the validated result (None for a oneway method)."""
         plan = self._calls.get(name)
         if plan is None:
-            self._table()  # not connected yet: says so
-            raise ZidlError(f"{self._what()} has no method {name!r}")
+            raise self._no_method(name)
         oneway = plan.spec.oneway
         values = plan.validate_args(args).__dict__
         result = self._request("call", name, values, timeout, oneway=oneway, write=plan.write_args)
@@ -343,28 +309,14 @@ class Client(InterfaceBound):
 
     def _get(self, name: str) -> Any:
         """Read property ``name``."""
-        table = self._table()
-        if name not in table.values:
-            raise ZidlError(f"{self._what()} has no property {name!r}")
-        return table.values[name].validate_python(self._request("get", name, _NOTHING, self._timeout))
+        value = self._value(name)
+        return value.validate_python(self._request("get", name, _NOTHING, self._timeout))
 
     def _set(self, name: str, value: Any) -> None:
         """Write property ``name`` (the server's ``set_<name>`` may refuse it)."""
-        table = self._table()
-        if name not in table.values:
-            raise ZidlError(f"{self._what()} has no property {name!r}")
-        self._request("set", name, table.values[name].validate_python(value), self._timeout)
+        self._request("set", name, self._value(name).validate_python(value), self._timeout)
 
     # --- the connection ---------------------------------------------------------------------------------
-
-    def _table(self) -> Tables:
-        if self._tables is None:
-            raise ZidlError(f"{self._what()}: not connected yet")
-        return self._tables
-
-    def _what(self) -> str:
-        name = self._tables.interface.name if self._tables is not None else "device"
-        return f"{name} at {self._address}"
 
     def _make_signals(self, interface: Interface) -> None:
         for spec in interface.signals:
@@ -396,10 +348,7 @@ class Client(InterfaceBound):
         mine = self._tables.interface if self._tables is not None else None
         reply = self._request("hello", None, hello_body(mine), timeout)
         theirs, signals = read_hello(reply, mine, self._address)
-        self._server_interface = theirs
-        if self._tables is None:
-            self._tables = tables(theirs)
-            self._calls = self._tables.calls
+        if self._adopt(theirs):
             self._make_signals(theirs)
         with self._lock:
             self._signal_address = signals
@@ -525,10 +474,6 @@ class Client(InterfaceBound):
                 finally:
                     if connection.closed:
                         connection.close_sockets()
-
-    def _where(self, kind: str, name: str | None) -> str:
-        """A request as error messages name it; made only when one is needed."""
-        return f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
 
     def _exchange(
         self,
