@@ -2,7 +2,7 @@
 
 Each runs in a client process (see ``harness.measure``): it connects, warms up,
 says it is ready, then measures one repetition each time the parent says go
-(``repeat``), so that the parent can alternate zidl's repetitions with its
+(``goes``, ``answer``), so that the parent can alternate zidl's repetitions with its
 baseline's. zidl and its baseline share the loops here (``latency``,
 ``throughput``), so that the only difference between them is the call.
 """
@@ -137,7 +137,7 @@ async def _zidl_pipelined(link: Connection, address: str, depths: list[int], cal
 
         for depth in depths:
             await rate(depth)  # warm-up
-        for _ in goes(link):
+        for _ in goes(link):  # the loop blocks waiting for the parent between repetitions: nothing is in flight then
             link.send({depth: await rate(depth) for depth in depths})
 
 

@@ -166,8 +166,9 @@ def measure(groups: list[Clients], reps: int, env: dict[str, str] | None = None)
             if child.receive() != "ready":
                 raise BenchmarkFailed(f"{child.process.name} did not get ready")
         out: list[list[Any]] = [[] for _ in groups]
-        for _ in range(reps):
-            for group, processes, figures in zip(groups, started, out, strict=True):
+        turns = list(zip(groups, started, out, strict=True))
+        for rep in range(reps):
+            for group, processes, figures in turns if rep % 2 == 0 else reversed(turns):  # neither always first
                 for child in processes:
                     child.link.send("go")
                 answers = [child.receive(timeout=600.0) for child in processes]

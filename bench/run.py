@@ -117,10 +117,11 @@ def compared(
     name: str, unit: str, baseline: str, zidl: PerTransport, raw: PerTransport, pick: Callable[[Any], list[float]]
 ) -> Row:
     """A row of zidl's repetitions against the baseline's, taken in turns: their medians and the ratio of each pair."""
-    pairs = {
-        transport: Figure.of([z / r for z, r in zip(pick(result), pick(raw[transport]), strict=True) if r])
-        for transport, result in zidl.items()
-    }
+    pairs = {}
+    for transport, result in zidl.items():
+        ratios = [z / r for z, r in zip(pick(result), pick(raw[transport]), strict=True) if r]
+        if ratios:
+            pairs[transport] = Figure.of(ratios)
     return Row(name, unit, baseline, figures(zidl, pick), figures(raw, pick), pairs)
 
 

@@ -2,9 +2,9 @@
 
 One DEALER socket belongs to the event loop. Each request gets a future keyed by
 its id; a reader task resolves them as replies arrive, and a monitor task fails the
-calls in flight with ``ConnectionLost`` when the connection drops. A reply's
-deadline is one loop timer that fails its future; a late reply finds no future and
-is dropped. Properties are ``AsyncProperty`` objects (``await camera.mode.get()``),
+calls in flight with ``ConnectionLost`` when the connection drops. The deadlines of
+the calls in flight share one loop timer (``Deadlines``) that fails their futures;
+a late reply finds no future and is dropped. Properties are ``AsyncProperty`` objects (``await camera.mode.get()``),
 signals ``AsyncSignal``.
 
 It follows its device as the blocking client does: a request that cannot be sent
@@ -55,7 +55,6 @@ from ._transport import (
     make_dealer,
     readable,
     recv_frames,
-    send_frame,
     send_frames,
     translate,
 )
@@ -428,10 +427,7 @@ class AsyncClient(ClientBase[AsyncSignal[...]]):
         self._pending[request_id] = reply
         try:
             try:
-                if len(frames) == 1:
-                    send_frame(sync, frames[0], NOBLOCK, False)
-                else:
-                    send_frames(sync, frames, NOBLOCK)
+                send_frames(sync, frames, NOBLOCK)
             except zmq.Again:  # not connected yet, or at the high-water mark
                 self._unsent.add(request_id)
                 try:
@@ -538,7 +534,7 @@ class AsyncClient(ClientBase[AsyncSignal[...]]):
     def _take_replies(self, sync: Socket) -> None:
         """Resolve every reply waiting on the plain socket."""
         while readable(sync):
-            self._resolve(recv_frames(sync, flags=zmq.NOBLOCK))
+            self._resolve(recv_frames(sync, flags=NOBLOCK))
 
     def _resolve(self, frames: list[Any]) -> None:
         try:

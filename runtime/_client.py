@@ -51,7 +51,7 @@ from ._transport import (
     NOBLOCK,
     Heartbeat,
     make_dealer,
-    send_frame,
+    readable,
     send_frames,
     substitute_host,
     translate,
@@ -67,6 +67,7 @@ DEFAULT_TIMEOUT: Final = 5.0
 
 _SLICE: Final = 0.1
 """Longest single wait for a reply: after each, a call checks its deadline, its connection and ``close()``."""
+_SLICE_MS: Final = int(_SLICE * 1000)
 
 FIRST_RETRY: Final = 0.1
 """Seconds before a follower tries again to find a device it lost, doubled after each failure..."""
@@ -138,7 +139,8 @@ class _Connection:
     A call waits for its reply in a blocking ``recv`` of at most ``_SLICE`` seconds
     (the socket's ``RCVTIMEO``), as a raw pyzmq client would: a ``zmq.poll`` of the
     socket and its monitor cost a fifth of a small call's client time. The monitor is
-    read when a slice ends with no reply, so a lost connection ends a call within a slice.
+    read before a request goes and when a slice ends with no reply, so a connection
+    that drops during a call ends it within a slice.
     """
 
     def __init__(self, address: str, heartbeat: Heartbeat, curve: CurveClient | None = None) -> None:
@@ -155,7 +157,7 @@ class _Connection:
 
     def wait_at_most(self, seconds: float) -> None:
         """Make the next wait for a reply last at most ``seconds`` (and never more than a slice)."""
-        slice_ms = max(1, min(int(_SLICE * 1000), int(seconds * 1000) + 1))
+        slice_ms = _SLICE_MS if seconds >= _SLICE else max(1, int(seconds * 1000) + 1)
         if slice_ms != self.slice_ms:
             self.socket.setsockopt(zmq.RCVTIMEO, slice_ms)
             self.slice_ms = slice_ms
@@ -492,21 +494,26 @@ class Client(ClientBase[Signal[...]]):
         frames = write(header, body)
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = connection.socket
+        if readable(connection.monitor.socket):
+            connection.monitor.drain()  # forget what happened between calls: only a loss during this one counts
         try:  # the common case inline: connected, the message goes at once
-            if len(frames) == 1:
-                send_frame(sock, frames[0], NOBLOCK, False)
-            else:
-                send_frames(sock, frames, NOBLOCK)
+            send_frames(sock, frames, NOBLOCK)
         except zmq.Again:
             self._send(connection, frames, deadline, timeout, kind, name)
         if oneway:
             return None
-        connection.wait_at_most(_SLICE if timeout is None else timeout)
         while True:
+            if deadline is None:
+                connection.wait_at_most(_SLICE)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s")
+                connection.wait_at_most(left)
             try:
                 frame = sock.recv(copy=False)  # the header; ``Frame.more`` costs less than an RCVMORE getsockopt
             except zmq.Again:
-                self._still_waiting(connection, deadline, timeout, kind, name)
+                self._still_waiting(connection, kind, name)
                 continue
             reply: list[Any] = [frame.bytes]
             while frame.more:
@@ -520,26 +527,14 @@ class Client(ClientBase[Signal[...]]):
                 return result
             return _outcome(header, result, self._tables, self._where(kind, name))
 
-    def _still_waiting(
-        self, connection: _Connection, deadline: float | None, timeout: float | None, kind: str, name: str | None
-    ) -> None:
-        """A slice ended with no reply: raise when the call cannot end well, else set the next slice.
-
-        The monitor's events since the last look tell whether the connection is up now:
-        a disconnect followed by a new handshake (the server restarted before this
-        request was sent, which only a completed connection takes) is no loss.
-        """
-        connection.monitor.drain()
-        if not connection.monitor.connected:
+    def _still_waiting(self, connection: _Connection, kind: str, name: str | None) -> None:
+        """A slice ended with no reply: raise when the connection dropped since the request went, or the client
+        closed."""
+        if connection.monitor.drain():
             where = self._where(kind, name)
             raise ConnectionLost(f"{where}: the connection to {connection.address} was lost during the call")
         if connection.closed:
             raise ClientClosed(f"{self._where(kind, name)}: the client was closed during the call")
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s")
-            connection.wait_at_most(left)
 
     def _send(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import Callable, Container
+from collections.abc import Callable, Collection
 
 Expire = Callable[[int, str, str | None, float | None], None]
 """Called with a call's request id, kind, name and timeout when its deadline passes while it is in flight."""
@@ -20,10 +20,12 @@ class Deadlines:
     C, and the one timer is armed for the earliest deadline. An entry whose call has
     ended (its id no longer ``live``) stays until it reaches the top of the heap,
     where ``add`` and the timer drop it: calls that end in the order they were made
-    keep the heap about as long as the number of calls in flight.
+    keep the heap about as long as the number of calls in flight. Behind one long
+    call the ended ones pile up; ``add`` then keeps only the live ones, so the heap
+    never holds more than about twice as many entries as there are calls in flight.
     """
 
-    def __init__(self, expire: Expire, live: Container[int]) -> None:
+    def __init__(self, expire: Expire, live: Collection[int]) -> None:
         self._expire = expire
         self._live = live
         self._heap: list[tuple[float, int, str, str | None, float | None]] = []
@@ -43,9 +45,16 @@ class Deadlines:
         heap, live = self._heap, self._live
         while heap and heap[0][1] not in live:
             heapq.heappop(heap)
+        if len(heap) > 2 * len(live) + 64:  # ended calls held behind a long one: keep only the live
+            heap[:] = [entry for entry in heap if entry[1] in live]
+            heapq.heapify(heap)
         heapq.heappush(heap, (deadline, request_id, kind, name, timeout))
         if deadline < self._due:
             self._arm(loop, deadline)
+
+    def __len__(self) -> int:
+        """How many entries the heap holds, those of ended calls included."""
+        return len(self._heap)
 
     def close(self) -> None:
         if self._timer is not None:

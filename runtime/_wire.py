@@ -42,7 +42,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 Frame = bytes | memoryview | zmq.Frame
 Writer = Callable[[dict[str, Any], Any], list[Any]]
-"""How a message is written: ``encode``, or ``encode_plain`` for a body of JSON's own types."""
+"""How a message is written: ``encode``, or ``encode_plain`` or ``encode_binary`` where the declared type allows."""
 
 
 @dataclass(frozen=True)
@@ -261,8 +261,6 @@ def decode(frames: Sequence[Frame], limits: Limits = DEFAULT_LIMITS) -> tuple[di
     if len(frames) > 1 or len(frames[0]) > limits.max_bytes:  # one frame within the size limit: nothing to check
         check_limits(frames, limits)
     header = decode_header(frames[0])
-    if not header.get("x"):  # no binary value: the body is the header's (most replies)
-        return header, header.get("b")
     return header, decode_body(header, frames)
 
 

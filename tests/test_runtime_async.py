@@ -12,6 +12,7 @@ from fixtures.runtime_fixtures import address, echo  # noqa: F401
 from pydantic import ValidationError
 
 from runtime import CallTimeout, ClientClosed, RemoteError
+from runtime._deadlines import Deadlines
 
 
 def test_two_hundred_concurrent_awaits_on_one_client(address: str) -> None:
@@ -71,6 +72,24 @@ def test_a_shorter_timeout_made_later_expires_first(address: str) -> None:
             assert not slow.done()
             await slow
             assert await client.add(1, 1) == 2
+
+    asyncio.run(main())
+
+
+def test_deadlines_of_ended_calls_do_not_pile_up_behind_a_long_one() -> None:
+    async def main() -> None:
+        live: dict[int, None] = {1: None}
+        expired: list[int] = []
+        deadlines = Deadlines(lambda request_id, *_: expired.append(request_id), live)
+        loop = asyncio.get_running_loop()
+        deadlines.add(loop, loop.time() + 1, 1, "call", "long", 1)  # the earliest deadline, still in flight
+        for request_id in range(2, 10_002):
+            live[request_id] = None
+            deadlines.add(loop, loop.time() + 5, request_id, "call", "short", 5)
+            del live[request_id]  # ended at once
+        assert len(deadlines) < 200
+        deadlines.close()
+        assert expired == []
 
     asyncio.run(main())
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -129,6 +130,23 @@ def test_call_after_timeout_still_works(client: EchoClient) -> None:
     with pytest.raises(CallTimeout):
         client.sleep(0.5, timeout=0.1)
     assert client.add(40, 2) == 42  # the late reply of sleep is dropped
+
+
+def test_timeouts_at_the_edges(client: EchoClient) -> None:
+    assert client.add(1, 1, timeout=math.inf) == 2  # waits in slices, however long
+    assert client.add(1, 2, timeout=None) == 3
+    for spent in (0.0, -1.0):
+        with pytest.raises(CallTimeout):
+            client.add(1, 1, timeout=spent)
+    assert client.add(2, 2) == 4
+
+
+def test_a_call_longer_than_a_wait_slice_over_inproc_returns() -> None:
+    """inproc connections report no handshake to the monitor: a long call must not be taken for a lost one."""
+    with Echo().running(f"inproc://zidl-test-{id(object())}") as address, EchoClient.connect(address) as client:
+        assert client.sleep(0.3) == 0.3
+        with pytest.raises(CallTimeout):
+            client.sleep(0.3, timeout=0.05)
 
 
 def test_request_whose_deadline_passed_in_queue_is_never_run(address: str, echo: Echo) -> None:
