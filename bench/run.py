@@ -64,9 +64,9 @@ class Settings:
     """Four clients, properties, the peers and the MALLOC_MMAP_MAX_ opt-in."""
 
 
-QUICK = Settings(7, 600, [32], 6000, [MIB, IMAGE], 60_000_000, 10_000, [1], ["tcp"], extended=False)
+QUICK = Settings(11, 600, [32], 6000, [MIB, IMAGE], 150_000_000, 10_000, [1], ["tcp"], extended=False)
 FULL = Settings(
-    5, 2000, [1, 8, 32, 128], 6000, [MIB, 8 * MIB, IMAGE], 300_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
+    7, 2000, [1, 8, 32, 128], 6000, [MIB, 8 * MIB, IMAGE], 300_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
 )
 
 
