@@ -51,7 +51,6 @@ from ._transport import (
     NOBLOCK,
     Heartbeat,
     make_dealer,
-    readable,
     send_frames,
     substitute_host,
     translate,
@@ -494,8 +493,7 @@ class Client(ClientBase[Signal[...]]):
         frames = write(header, body)
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = connection.socket
-        if readable(connection.monitor.socket):
-            connection.monitor.drain()  # forget what happened between calls: only a loss during this one counts
+        connection.monitor.drain()  # forget what happened between calls: only a loss during this one counts
         try:  # the common case inline: connected, the message goes at once
             send_frames(sock, frames, NOBLOCK)
         except zmq.Again:
