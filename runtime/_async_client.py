@@ -295,6 +295,7 @@ class AsyncClient(ClientBase[AsyncSignal[...]]):
                 heartbeat=self._heartbeat,
                 patience=device_patience(self._timeout),
                 lost=self._signals_lost,
+                limits=self._limits,
             )
         return self._hub
 

@@ -341,6 +341,7 @@ class Client(ClientBase[Signal[...]]):
                     heartbeat=self._heartbeat,
                     patience=device_patience(self._timeout),
                     lost=self._signals_lost,
+                    limits=self._limits,
                 )
             return self._hub
 

@@ -17,6 +17,7 @@ welcome proves the first one is in place.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import inspect
@@ -35,7 +36,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ._errors import CallTimeout, ClientClosed, ProtocolError, ZidlError
 from ._transport import Heartbeat, Monitor, Waker, make_socket, recv_frames, zmq_errors
 from ._validation import Tables
-from ._wire import decode_body, decode_header
+from ._wire import DEFAULT_LIMITS, Limits, decode
 
 if TYPE_CHECKING:
     from ._security import CurveClient
@@ -74,9 +75,10 @@ class ServerSignal(Generic[P]):
 class _Deliveries:
     """Decodes emissions, counts missed ones from the sequence numbers, and holds the callbacks."""
 
-    def __init__(self, tables: Tables, what: str) -> None:
+    def __init__(self, tables: Tables, what: str, limits: Limits) -> None:
         self.tables = tables
         self.what = what
+        self.limits = limits
         self.callbacks: dict[str, list[Callable[..., object]]] = {}
         self.last: dict[str, int] = {}
         self.missed: dict[str, int] = {}
@@ -95,8 +97,7 @@ class _Deliveries:
 
     def decode(self, frames: list[Any]) -> tuple[str, list[Any]] | None:
         try:
-            header = decode_header(frames[1])
-            body = decode_body(header, frames[1:])
+            header, body = decode(frames[1:], self.limits)
             name = header.get("n")
             if not isinstance(name, str) or name not in self.tables.signals or not isinstance(body, list):
                 raise ProtocolError(f"emission of unknown signal {name!r}")
@@ -155,15 +156,9 @@ class _Subscriber:
         self.socket.close(linger=0)
 
 
-class SignalHub:
-    """A blocking client's signals: one thread owns the SUB socket and runs the callbacks.
-
-    The hub follows its device without blocking a callback: ``move(address)`` re-subscribes
-    every topic at a new signal address (a server restarted or found elsewhere), confirmed
-    by a welcome; a lost connection (seen by the SUB's monitor, or by its heartbeats when
-    the peer falls silent) or a move left unconfirmed for ``patience`` seconds is reported
-    through ``lost()``, for the client to find its device again on a thread of its own.
-    """
+class _HubBase(abc.ABC):
+    """What both hubs keep: where the signals are and how to reach them, how emissions are read, whom to tell of a
+    loss. Each hub sets up the rest of its state in ``_init_state``."""
 
     def __init__(
         self,
@@ -175,28 +170,46 @@ class SignalHub:
         heartbeat: Heartbeat,
         patience: float,
         lost: Callable[[], None],
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._address = address
         self._curve = curve
         self._heartbeat = heartbeat
         self._patience = patience
         self._lost = lost
-        self._deliveries = _Deliveries(tables, what)
+        self._deliveries = _Deliveries(tables, what, limits)
         self._what = what
-        self._lock = threading.Lock()
-        self._commands: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
-        self._waker = Waker()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        # owned by the hub thread
         self._subscribed: set[str] = set()
-        self._pending: dict[bytes, threading.Event] = {}
-        self._confirming: tuple[bytes, float] | None = None
-        """The welcome topic that confirms a move, and by when (``time.monotonic()``) it must arrive."""
+        self._closed = False
+        self._init_state()
+
+    @abc.abstractmethod
+    def _init_state(self) -> None: ...
 
     @property
     def missed(self) -> dict[str, int]:
         return self._deliveries.missed
+
+
+class SignalHub(_HubBase):
+    """A blocking client's signals: one thread owns the SUB socket and runs the callbacks.
+
+    The hub follows its device without blocking a callback: ``move(address)`` re-subscribes
+    every topic at a new signal address (a server restarted or found elsewhere), confirmed
+    by a welcome; a lost connection (seen by the SUB's monitor, or by its heartbeats when
+    the peer falls silent) or a move left unconfirmed for ``patience`` seconds is reported
+    through ``lost()``, for the client to find its device again on a thread of its own.
+    """
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._commands: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        self._waker = Waker()
+        self._thread: threading.Thread | None = None
+        # owned by the hub thread
+        self._pending: dict[bytes, threading.Event] = {}
+        self._confirming: tuple[bytes, float] | None = None
+        """The welcome topic that confirms a move, and by when (``time.monotonic()``) it must arrive."""
 
     def subscribe(self, name: str, callback: Callable[..., object], timeout: float | None) -> None:
         live = threading.Event()
@@ -410,7 +423,7 @@ class Signal(Generic[P]):
 # --- asyncio clients ------------------------------------------------------------------------------
 
 
-class AsyncSignalHub:
+class AsyncSignalHub(_HubBase):
     """An asyncio client's signals: a SUB socket, its reader and its monitor on the client's loop.
 
     It follows its device as ``SignalHub`` does: ``move(address)`` re-subscribes every topic
@@ -419,37 +432,14 @@ class AsyncSignalHub:
     reported through ``lost()``.
     """
 
-    def __init__(
-        self,
-        address: str,
-        tables: Tables,
-        what: str,
-        *,
-        curve: CurveClient | None,
-        heartbeat: Heartbeat,
-        patience: float,
-        lost: Callable[[], None],
-    ) -> None:
-        self._address = address
-        self._curve = curve
-        self._heartbeat = heartbeat
-        self._patience = patience
-        self._lost = lost
-        self._deliveries = _Deliveries(tables, what)
-        self._what = what
+    def _init_state(self) -> None:
         self._subscriber: _Subscriber | None = None
         self._sub: zmq.asyncio.Socket | None = None
         self._watched: zmq.asyncio.Socket | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._pending: dict[bytes, asyncio.Future[None]] = {}
-        self._subscribed: set[str] = set()
         self._confirming: tuple[bytes, asyncio.TimerHandle] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._closed = False
-
-    @property
-    def missed(self) -> dict[str, int]:
-        return self._deliveries.missed
 
     def _socket(self) -> zmq.asyncio.Socket:
         """The SUB socket, connected on first use, and again after a move with every topic and awaited welcome."""

@@ -10,6 +10,8 @@ from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
+from runtime import Limits
+
 
 class Collector:
     def __init__(self, expected: int) -> None:
@@ -41,6 +43,18 @@ def test_signal_reaches_three_clients_exactly_once_each(address: str, echo: Echo
     finally:
         for each in clients:
             each.close()
+
+
+def test_an_emission_over_the_clients_size_limit_is_dropped_and_counted_as_missed(address: str, echo: Echo) -> None:
+    with EchoClient.connect(address, limits=Limits(max_bytes=100_000)) as small:
+        got = Collector(2)
+        small.tick.connect(got)
+        echo.tick.emit(0, "fits")
+        echo.tick.emit(1, "x" * 200_000)
+        echo.tick.emit(2, "fits")
+        assert got.done.wait(5)
+        assert got.items == [(0, "fits"), (2, "fits")]
+        assert small.tick.missed == 1
 
 
 def test_emission_right_after_connect_returns_is_received(address: str, echo: Echo) -> None:
