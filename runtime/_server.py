@@ -300,10 +300,10 @@ class Server(InterfaceBound, abc.ABC):
 
 # --- the engine ---------------------------------------------------------------------------------
 
-_Plan = Callable[[Any, dict[str, Any], float | None], list[Any] | None]
-"""A method's call plan (``_Engine._plan``): runs one call, given its request id, arguments and deadline."""
-_Job = tuple[bytes, _Plan, Any, dict[str, Any], float | None]
-"""A call to run: the caller's identity, the method's plan, then the plan's request id, arguments and deadline."""
+_Runner = Callable[[Any, dict[str, Any], float | None], list[Any] | None]
+"""A method's runner (``_Engine._runner``): runs one call, given its request id, arguments and deadline."""
+_Job = tuple[bytes, _Runner, Any, dict[str, Any], float | None]
+"""A call to run: the caller's identity, the method's runner, then the runner's request id, arguments and deadline."""
 
 
 class _Engine:
@@ -367,7 +367,7 @@ class _Engine:
         self.publish_lock = threading.Lock()
         self.stopping = threading.Event()
         # what the wire may reach: built from the description, never from a received name
-        self.methods = {m.name: (m, self._plan(m, getattr(server, m.name))) for m in self.interface.methods}
+        self.methods = {m.name: (m, self._runner(m, getattr(server, m.name))) for m in self.interface.methods}
         self.setters = {p.name: getattr(server, f"set_{p.name}", None) for p in self.interface.properties if p.writable}
         self.registration: Registration | None = None
         self.registered = threading.Event()
@@ -574,8 +574,8 @@ class _Engine:
 
     def _run_elsewhere(self, job: _Job) -> None:
         """Run a call on a thread that does not own the sockets; its reply goes through the outbox."""
-        identity, plan, request_id, args, deadline = job
-        frames = plan(request_id, args, deadline)
+        identity, run, request_id, args, deadline = job
+        frames = run(request_id, args, deadline)
         if frames is not None:
             self._answer(identity, frames)
 
@@ -641,9 +641,9 @@ class _Engine:
         if not isinstance(args, dict):
             self._reply(identity, request_id, error=describe_protocol(f"the arguments of {name} are not an object"))
             return
-        spec, plan = entry
+        spec, run = entry
         deadline = time.monotonic() + timeout if isinstance(timeout, int | float) and timeout >= 0 else None
-        job = (identity, plan, request_id, args, deadline)
+        job = (identity, run, request_id, args, deadline)
         if spec.concurrent:
             self.pool.submit(self._run_elsewhere, job)
         else:
@@ -660,10 +660,10 @@ class _Engine:
             self.watch_until = now + _WATCH
             if self.standby_asleep:
                 self.turn.notify()
-        identity, plan, request_id, args, deadline = job
+        identity, run, request_id, args, deadline = job
         frames = None
         try:
-            frames = plan(request_id, args, deadline)
+            frames = run(request_id, args, deadline)
         finally:
             with self.turn_lock:
                 if self.leader is me:  # not deposed: nobody else polled, so the backlog is empty
@@ -713,8 +713,8 @@ class _Engine:
         if self.leader is not threading.current_thread():
             self.waker.wake()
 
-    def _plan(self, spec: MethodSpec, implementation: Callable[..., Any]) -> _Plan:
-        """The call plan of one method, built once: a function that runs one call on the thread it is called on.
+    def _runner(self, spec: MethodSpec, implementation: Callable[..., Any]) -> _Runner:
+        """The runner of one method, built once: a function that runs one call on the thread it is called on.
 
         It takes the request id, the arguments as received and the deadline, and
         returns the frames of the reply, or None when nothing is to be sent. What
