@@ -15,7 +15,7 @@ from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 from pydantic import ValidationError
 
 import runtime
-from runtime import CallTimeout, Client, ProtocolError, RemoteError
+from runtime import CallTimeout, Client, ConnectionLost, ProtocolError, RemoteError
 from runtime._wire import decode, encode, encode_plain
 
 
@@ -253,7 +253,12 @@ def test_client_keeps_working_after_server_restarts_on_same_address() -> None:
         assert client.add(1) == 2
     try:
         with Echo().running(address, heartbeat=FAST_HEARTBEAT):
-            assert client.add(2) == 3
+            try:
+                assert client.add(2) == 3
+            except ConnectionLost:
+                # sent before this client's I/O thread saw the first server go, so lost with its connection,
+                # as a call in flight when a server stops is; the call after it reaches the new server
+                assert client.add(2) == 3
     finally:
         client.close()
 
