@@ -285,18 +285,7 @@ class AsyncClient(ClientBase[AsyncSignal[...]]):
         if self._closed:
             raise ClientClosed(f"{self._what()} is closed")
         if self._hub is None:
-            if self._signal_address is None:
-                raise ZidlError(f"{self._what()}: connect before using signals")
-            self._hub = AsyncSignalHub(
-                self._signal_address,
-                self._table(),
-                self._what(),
-                curve=self._curve,
-                heartbeat=self._heartbeat,
-                patience=device_patience(self._timeout),
-                lost=self._signals_lost,
-                limits=self._limits,
-            )
+            self._hub = self._new_hub(AsyncSignalHub, patience=device_patience(self._timeout), lost=self._signals_lost)
         return self._hub
 
     async def _handshake(self, timeout: float | None) -> None:

@@ -4,6 +4,7 @@ themselves and their requests in errors."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter
@@ -11,11 +12,13 @@ from pydantic import TypeAdapter
 from ._errors import ZidlError
 from ._interface import Interface
 from ._security import CurveClient
+from ._signals import HubBase
 from ._transport import Heartbeat
 from ._validation import CallPlan, InterfaceBound, Tables, tables
 from ._wire import Limits
 
 SignalT = TypeVar("SignalT")
+HubT = TypeVar("HubT", bound=HubBase)
 
 
 class ClientBase(InterfaceBound, Generic[SignalT]):
@@ -83,6 +86,21 @@ class ClientBase(InterfaceBound, Generic[SignalT]):
     def _where(self, kind: str, name: str | None) -> str:
         """A request as error messages name it; made only when one is needed."""
         return f"{self._what()}: {kind} {name}" if name else f"{self._what()}: {kind}"
+
+    def _new_hub(self, kind: type[HubT], *, patience: float, lost: Callable[[], None]) -> HubT:
+        """A signal hub of ``kind`` for the signal address the handshake named, with this client's settings."""
+        if self._signal_address is None:
+            raise ZidlError(f"{self._what()}: connect before using signals")
+        return kind(
+            self._signal_address,
+            self._table(),
+            self._what(),
+            curve=self._curve,
+            heartbeat=self._heartbeat,
+            patience=patience,
+            lost=lost,
+            limits=self._limits,
+        )
 
     def _adopt(self, theirs: Interface) -> bool:
         """Take the server's description from a handshake; True when this client had none of its own (a plain

@@ -156,7 +156,7 @@ class _Subscriber:
         self.socket.close(linger=0)
 
 
-class _HubBase(abc.ABC):
+class HubBase(abc.ABC):
     """What both hubs keep: where the signals are and how to reach them, how emissions are read, whom to tell of a
     loss. Each hub sets up the rest of its state in ``_init_state``."""
 
@@ -191,7 +191,7 @@ class _HubBase(abc.ABC):
         return self._deliveries.missed
 
 
-class SignalHub(_HubBase):
+class SignalHub(HubBase):
     """A blocking client's signals: one thread owns the SUB socket and runs the callbacks.
 
     The hub follows its device without blocking a callback: ``move(address)`` re-subscribes
@@ -423,7 +423,7 @@ class Signal(Generic[P]):
 # --- asyncio clients ------------------------------------------------------------------------------
 
 
-class AsyncSignalHub(_HubBase):
+class AsyncSignalHub(HubBase):
     """An asyncio client's signals: a SUB socket, its reader and its monitor on the client's loop.
 
     It follows its device as ``SignalHub`` does: ``move(address)`` re-subscribes every topic

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.still_stage import StillStage
 
 from codegen.load import load_interfaces
 from generated.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
-from generated.cnc import CncServer, Position
 from runtime import CurveClient, CurveServer, NDArray, Registry
 
 ZIDL = str(Path(sys.executable).parent / "zidl")
@@ -32,24 +32,13 @@ class TinyCamera(CameraServer):
         return np.zeros((2, 3, 3), dtype=np.uint8)
 
 
-class TinyStage(CncServer):
-    def home(self) -> None:
-        pass
-
-    def get_position(self) -> Position:
-        return Position(x=0.0, y=0.0, z=0.0)
-
-    def moveto(self, x: float, y: float, z: float = 0.0) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def rig() -> Iterator[str]:
     """A registry with a camera `cam` and a stage `stage` registered; yields the registry address."""
     with (
         Registry("tcp://127.0.0.1:0").running() as registry,
         TinyCamera().running("tcp://127.0.0.1:0", registry=registry, name="cam"),
-        TinyStage().running("tcp://127.0.0.1:0", registry=registry, name="stage"),
+        StillStage().running("tcp://127.0.0.1:0", registry=registry, name="stage"),
     ):
         yield registry
 
@@ -170,7 +159,7 @@ def test_watch_without_a_device_prints_devices_coming_and_going(rig: str) -> Non
         lines = _lines(watcher)
         seen = {lines.get(timeout=10.0).split()[2] for _ in range(2)}
         assert seen == {"cam", "stage"}
-        with TinyStage().running("tcp://127.0.0.1:0", registry=rig, name="stage2"):
+        with StillStage().running("tcp://127.0.0.1:0", registry=rig, name="stage2"):
             added = lines.get(timeout=10.0).split()
             assert added[1:3] == ["added", "stage2"]
         removed = lines.get(timeout=10.0).split()

@@ -8,20 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.still_stage import StillStage
 
-from generated.cnc import CncServer, Position
 from runtime import Registry, list_devices
-
-
-class Stage(CncServer):
-    def home(self) -> None:
-        pass
-
-    def get_position(self) -> Position:
-        return Position(x=0.0, y=0.0, z=0.0)
-
-    def moveto(self, x: float, y: float, z: float = 0.0) -> None:
-        pass
 
 
 @pytest.fixture
@@ -31,7 +20,7 @@ def registry() -> Iterator[str]:
 
 
 def test_the_accepted_name_is_readable_on_the_server(registry: str) -> None:
-    first, second = Stage(), Stage()
+    first, second = StillStage(), StillStage()
     assert first.registered_name is None
     with (
         first.running("tcp://127.0.0.1:0", registry=registry, name="stage"),
@@ -43,7 +32,7 @@ def test_the_accepted_name_is_readable_on_the_server(registry: str) -> None:
 
 
 def test_an_advertised_host_replaces_the_seen_address(registry: str) -> None:
-    with Stage().running("tcp://*:0", registry=registry, name="stage", advertise="stage-host.example") as address:
+    with StillStage().running("tcp://*:0", registry=registry, name="stage", advertise="stage-host.example") as address:
         (device,) = list_devices(registry=registry)
         port = address.rsplit(":", 1)[1]
         assert device.address == f"tcp://stage-host.example:{port}"
@@ -58,7 +47,7 @@ def test_serve_reports_ready_and_feeds_the_watchdog_under_systemd(
     listener.settimeout(10.0)
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
-    stage = Stage()
+    stage = StillStage()
     serving = threading.Thread(target=stage.serve, args=("tcp://127.0.0.1:0",))
     serving.start()
     try:
