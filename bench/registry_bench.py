@@ -40,8 +40,8 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime._directory import RegistryClient, lookup  # noqa: E402
-from runtime._registry import Registry, connectable  # noqa: E402
+from runtime.registry.client import RegistryClient, lookup  # noqa: E402
+from runtime.registry.server import Registry, connectable  # noqa: E402
 
 
 def _free_port() -> int:

@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from runtime._interface import MethodSpec
-from runtime._types import BUILTINS, TypeExpr, TypeSyntaxError, parse_type
+from runtime.schema.interface import MethodSpec
+from runtime.schema.types import BUILTINS, TypeExpr, TypeSyntaxError, parse_type
 
 from .defaults import DefaultChecker, Unchecked
 from .errors import IdlError, Loc, describe

@@ -10,8 +10,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from runtime import ZidlError
+from runtime.tools import cli as device_cli
 
-from . import device_cli
 from .generate import generate
 from .load import IdlErrors, load_interfaces
 from .usage import UsageError

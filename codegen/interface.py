@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from runtime._interface import (
+from runtime.schema.interface import (
     REQUIRED,
     EnumSpec,
     ErrorSpec,
@@ -19,7 +19,7 @@ from runtime._interface import (
     SignalSpec,
     StructSpec,
 )
-from runtime._types import parse_type
+from runtime.schema.types import parse_type
 
 from .idl_model import ConstrainedType, FieldDecl, IdlFile, MethodDecl
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import jinja2
 
-from runtime._interface import REQUIRED, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec
-from runtime._types import TypeExpr, parse_type
+from runtime.schema.interface import REQUIRED, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec
+from runtime.schema.types import TypeExpr, parse_type
 
 _TEMPLATES = Path(__file__).parent / "templates"
 

@@ -10,7 +10,7 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from runtime._types import BUILTINS, GENERICS
+from runtime.schema.types import BUILTINS, GENERICS
 
 RESERVED_MEMBER_NAMES: Final = frozenset(
     {

@@ -5,11 +5,10 @@ the tuning knobs (``Heartbeat``, ``Limits``) and the CurveZMQ settings
 (``CurveServer``, ``CurveClient``, ``write_keypair``).
 """
 
-from ._async_client import AsyncClient, AsyncProperty, AsyncReadOnlyProperty
-from ._client import Client
-from ._directory import DeviceRecord, Watcher, list_devices, watch
-from ._directory import lookup as lookup_device
-from ._errors import (
+from runtime.client.aio import AsyncClient, AsyncProperty, AsyncReadOnlyProperty
+from runtime.client.blocking import Client
+from runtime.client.signals import AsyncSignal, ServerSignal, Signal
+from runtime.errors import (
     AuthenticationFailed,
     CallTimeout,
     ClientClosed,
@@ -21,14 +20,24 @@ from ._errors import (
     RemoteError,
     ZidlError,
 )
-from ._interface import EnumSpec, ErrorSpec, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec, StructSpec
-from ._ndarray import NDArray
-from ._registry import Registry
-from ._security import CurveClient, CurveServer, KeyPair, generate_keypair, write_keypair
-from ._server import Server
-from ._signals import AsyncSignal, ServerSignal, Signal
-from ._transport import Heartbeat
-from ._wire import Limits
+from runtime.protocol.wire import Limits
+from runtime.registry.client import DeviceRecord, Watcher, list_devices, watch
+from runtime.registry.client import lookup as lookup_device
+from runtime.registry.server import Registry
+from runtime.schema.interface import (
+    EnumSpec,
+    ErrorSpec,
+    FieldSpec,
+    Interface,
+    MethodSpec,
+    PropertySpec,
+    SignalSpec,
+    StructSpec,
+)
+from runtime.schema.ndarray import NDArray
+from runtime.server.base import Server
+from runtime.transport.security import CurveClient, CurveServer, KeyPair, generate_keypair, write_keypair
+from runtime.transport.sockets import Heartbeat
 
 __all__ = [
     "AsyncClient",

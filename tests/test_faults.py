@@ -29,7 +29,7 @@ from fixtures.generated.echo import EchoClient, Mode
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
 from runtime import CallTimeout, ConnectionLost
-from runtime._directory import RegistryClient, watch
+from runtime.registry.client import RegistryClient, watch
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

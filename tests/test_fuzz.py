@@ -28,8 +28,8 @@ from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
 
 from runtime import Limits
-from runtime._directory import RegistryClient
-from runtime._registry import Registry, connectable
+from runtime.registry.client import RegistryClient
+from runtime.registry.server import Registry, connectable
 
 SEED = 20240607
 BATCHES = 20

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import zmq
 
-from runtime._directory import DeviceRecord, RegistryClient, list_devices, lookup, lookup_async, watch
-from runtime._errors import DeviceNotFound, RegistryUnavailable
-from runtime._registration import Registration
-from runtime._registry import Registry, connectable, effective_address
-from runtime._systemd import SystemdNotifier
+from runtime.errors import DeviceNotFound, RegistryUnavailable
+from runtime.registry.client import DeviceRecord, RegistryClient, list_devices, lookup, lookup_async, watch
+from runtime.registry.registration import Registration
+from runtime.registry.server import Registry, connectable, effective_address
+from runtime.server.systemd import SystemdNotifier
 
 TTL = 0.6
 HEARTBEAT = 0.2

@@ -12,7 +12,7 @@ from fixtures.runtime_fixtures import address, echo  # noqa: F401
 from pydantic import ValidationError
 
 from runtime import CallTimeout, ClientClosed, RemoteError
-from runtime._deadlines import Deadlines
+from runtime.client.deadlines import Deadlines
 
 
 def test_two_hundred_concurrent_awaits_on_one_client(address: str) -> None:

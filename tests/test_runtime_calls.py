@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 import runtime
 from runtime import CallTimeout, Client, ConnectionLost, ProtocolError, RemoteError
-from runtime._wire import decode, encode, encode_plain
+from runtime.protocol.wire import decode, encode, encode_plain
 
 
 def test_public_names_are_the_runtime_surface() -> None:

@@ -10,7 +10,7 @@ from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import AsyncEchoClient, EchoClient
 
 from runtime import DeviceNotFound
-from runtime._registry import Registry
+from runtime.registry.server import Registry
 
 
 @pytest.fixture

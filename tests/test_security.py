@@ -28,10 +28,10 @@ from runtime import (
     watch,
     write_keypair,
 )
-from runtime._directory import RegistryClient
-from runtime._registration import Registration
-from runtime._registry import connectable
-from runtime._transport import Monitor
+from runtime.registry.client import RegistryClient
+from runtime.registry.registration import Registration
+from runtime.registry.server import connectable
+from runtime.transport.sockets import Monitor
 
 PROMPT = 1.0
 """Seconds within which a refused client must be told (its timeout is far longer)."""
@@ -212,7 +212,7 @@ def test_refused_key_cannot_register_and_the_device_says_so_at_once(
 ) -> None:
     curve = {"no curve": None, "key not allowed": CurveClient(keys.registry.public, secret_key=keys.stranger.secret)}
     refusals = Refusals()
-    logger = logging.getLogger("runtime._registration")
+    logger = logging.getLogger("runtime.registry.registration")
     logger.addHandler(refusals)
     registration = Registration(secure_registry, "intruder", "Echo", 1, "h", "tcp://127.0.0.1:9", curve=curve[case])
     try:

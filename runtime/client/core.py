@@ -9,13 +9,13 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter
 
-from ._errors import ZidlError
-from ._interface import Interface
-from ._security import CurveClient
-from ._signals import HubBase
-from ._transport import Heartbeat
-from ._validation import CallPlan, InterfaceBound, Tables, tables
-from ._wire import Limits
+from runtime.client.signals import HubBase
+from runtime.errors import ZidlError
+from runtime.protocol.wire import Limits
+from runtime.schema.interface import Interface
+from runtime.schema.validation import CallPlan, InterfaceBound, Tables, tables
+from runtime.transport.security import CurveClient
+from runtime.transport.sockets import Heartbeat
 
 SignalT = TypeVar("SignalT")
 HubT = TypeVar("HubT", bound=HubBase)

@@ -28,8 +28,8 @@ import zmq
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
-from ._errors import ProtocolError
-from ._ndarray import check_dtype
+from runtime.errors import ProtocolError
+from runtime.schema.ndarray import check_dtype
 
 PROTOCOL: Final = 1
 """The wire protocol version, the header's ``v``."""

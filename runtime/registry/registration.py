@@ -34,9 +34,9 @@ from typing import Any, Final
 
 import zmq
 
-from ._registry import _TRANSPORTS, PROTOCOL, _split_tcp, _tcp, connectable
-from ._security import CurveClient
-from ._transport import Monitor
+from runtime.registry.server import _TRANSPORTS, PROTOCOL, _split_tcp, _tcp, connectable
+from runtime.transport.security import CurveClient
+from runtime.transport.sockets import Monitor
 
 __all__ = ["Registration"]
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InterfaceMismatch
-from ._interface import FieldSpec, Interface
-from ._types import parse_type
+from runtime.errors import InterfaceMismatch
+from runtime.schema.interface import FieldSpec, Interface
+from runtime.schema.types import parse_type
 
 
 @dataclass

@@ -19,11 +19,11 @@ from typing import Annotated, Any, ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from ._errors import RemoteError
-from ._interface import REQUIRED, FieldSpec, Interface, MethodSpec
-from ._ndarray import NDArray
-from ._types import TypeExpr, parse_type
-from ._wire import Writer, encode, encode_binary, encode_plain
+from runtime.errors import RemoteError
+from runtime.protocol.wire import Writer, encode, encode_binary, encode_plain
+from runtime.schema.interface import REQUIRED, FieldSpec, Interface, MethodSpec
+from runtime.schema.ndarray import NDArray
+from runtime.schema.types import TypeExpr, parse_type
 
 _BUILTINS: dict[str, Any] = {
     "bool": bool,

@@ -21,10 +21,10 @@ import zmq
 from zmq import zmq_poll
 from zmq.utils.monitor import parse_monitor_message
 
-from ._errors import ClientClosed, ZidlError
+from runtime.errors import ClientClosed, ZidlError
 
 if TYPE_CHECKING:
-    from ._security import CurveClient
+    from runtime.transport.security import CurveClient
 
 Socket = zmq.Socket[bytes]
 

@@ -33,7 +33,7 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from ._transport import Socket, Waker, context
+from runtime.transport.sockets import Socket, Waker, context
 
 logger = logging.getLogger(__name__)
 

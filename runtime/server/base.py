@@ -40,12 +40,23 @@ import zmq
 from pydantic import ValidationError
 from zmq import zmq_poll
 
-from ._errors import ProtocolError, ZidlError, describe_exception, describe_protocol, describe_validation
-from ._interface import MethodSpec
-from ._security import CurveClient, CurveServer, Grant
-from ._signals import WELCOME, ServerSignal, topic
-from ._systemd import SystemdNotifier
-from ._transport import (
+from runtime.client.signals import WELCOME, ServerSignal, topic
+from runtime.errors import ProtocolError, ZidlError, describe_exception, describe_protocol, describe_validation
+from runtime.protocol.wire import (
+    DEFAULT_LIMITS,
+    PROTOCOL,
+    Limits,
+    check_limits,
+    decode_body,
+    decode_header,
+    encode,
+    request_id_of,
+)
+from runtime.schema.interface import MethodSpec
+from runtime.schema.validation import InterfaceBound, Tables
+from runtime.server.systemd import SystemdNotifier
+from runtime.transport.security import CurveClient, CurveServer, Grant
+from runtime.transport.sockets import (
     DEFAULT_HEARTBEAT,
     NOBLOCK,
     Heartbeat,
@@ -57,20 +68,9 @@ from ._transport import (
     signal_address,
     zmq_errors,
 )
-from ._validation import InterfaceBound, Tables
-from ._wire import (
-    DEFAULT_LIMITS,
-    PROTOCOL,
-    Limits,
-    check_limits,
-    decode_body,
-    decode_header,
-    encode,
-    request_id_of,
-)
 
 if TYPE_CHECKING:
-    from ._registration import Registration
+    from runtime.registry.registration import Registration
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class Server(InterfaceBound, abc.ABC):
     ) -> tuple[str, str, str | None] | None:
         if registry is None and name is None:
             return None
-        from ._registry import DEFAULT_REGISTRY
+        from runtime.registry.server import DEFAULT_REGISTRY
 
         return (
             registry or os.environ.get("ZIDL_REGISTRY") or DEFAULT_REGISTRY,
@@ -388,7 +388,7 @@ class _Engine:
 
     def register(self, registry: str, name: str, advertise: str | None, curve: CurveClient | None = None) -> None:
         """Keep the device registered as ``name`` while serving (driven by the I/O thread)."""
-        from ._registration import Registration
+        from runtime.registry.registration import Registration
 
         self.registration = Registration(
             registry,

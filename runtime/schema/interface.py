@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ._types import TypeExpr, parse_type
+from runtime.schema.types import TypeExpr, parse_type
 
 PROTOCOL_VERSION: Final = 1
 

@@ -49,8 +49,8 @@ from typing import Any, Final
 
 import zmq
 
-from ._security import CurveClient, CurveServer, Grant, is_key
-from ._transport import bind
+from runtime.transport.security import CurveClient, CurveServer, Grant, is_key
+from runtime.transport.sockets import bind
 
 __all__ = [
     "DEFAULT_REGISTRY",

@@ -31,9 +31,9 @@ from typing import Any, Final, Self
 
 import zmq
 
-from ._client_base import ClientBase
-from ._compat import check
-from ._errors import (
+from runtime.client.core import ClientBase
+from runtime.client.signals import Signal, SignalHub
+from runtime.errors import (
     AuthenticationFailed,
     CallTimeout,
     ClientClosed,
@@ -43,10 +43,12 @@ from ._errors import (
     ZidlError,
     rebuild,
 )
-from ._interface import Interface
-from ._security import CurveClient
-from ._signals import Signal, SignalHub
-from ._transport import (
+from runtime.protocol.wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
+from runtime.schema.compat import check
+from runtime.schema.interface import Interface
+from runtime.schema.validation import Tables
+from runtime.transport.security import CurveClient
+from runtime.transport.sockets import (
     DEFAULT_HEARTBEAT,
     NOBLOCK,
     Heartbeat,
@@ -55,8 +57,6 @@ from ._transport import (
     substitute_host,
     translate,
 )
-from ._validation import Tables
-from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class Client(ClientBase[Signal[...]]):
         the device's public key comes from the registry; a device registered with a public key is
         reached over Curve even without ``curve`` (with a new key pair, for ``allow_any`` devices).
         Raises ``DeviceNotFound`` or ``RegistryUnavailable``."""
-        from ._directory import lookup
+        from runtime.registry.client import lookup
 
         def find(wait: float) -> tuple[str, CurveClient | None]:
             record = lookup(name, registry=registry, timeout=wait, curve=curve)

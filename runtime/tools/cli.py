@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from codegen.idl_text import to_idl
+from codegen.usage import UsageError
 from runtime import (
     Client,
     CurveClient,
@@ -29,9 +31,6 @@ from runtime import (
     watch,
     write_keypair,
 )
-
-from .idl_text import to_idl
-from .usage import UsageError
 
 CONNECT_TIMEOUT = 3.0
 

@@ -33,13 +33,13 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from ._errors import CallTimeout, ClientClosed, ProtocolError, ZidlError
-from ._transport import Heartbeat, Monitor, Waker, make_socket, recv_frames, zmq_errors
-from ._validation import Tables
-from ._wire import DEFAULT_LIMITS, Limits, decode
+from runtime.errors import CallTimeout, ClientClosed, ProtocolError, ZidlError
+from runtime.protocol.wire import DEFAULT_LIMITS, Limits, decode
+from runtime.schema.validation import Tables
+from runtime.transport.sockets import Heartbeat, Monitor, Waker, make_socket, recv_frames, zmq_errors
 
 if TYPE_CHECKING:
-    from ._security import CurveClient
+    from runtime.transport.security import CurveClient
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from ._client import (
+from runtime.client.blocking import (
     DEFAULT_TIMEOUT,
     FIRST_RETRY,
     LAST_RETRY,
@@ -39,13 +39,21 @@ from ._client import (
     read_hello,
     retry_level,
 )
-from ._client_base import ClientBase
-from ._deadlines import Deadlines
-from ._errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, RegistryUnavailable, ZidlError
-from ._interface import Interface
-from ._security import CurveClient
-from ._signals import AsyncSignal, AsyncSignalHub
-from ._transport import (
+from runtime.client.core import ClientBase
+from runtime.client.deadlines import Deadlines
+from runtime.client.signals import AsyncSignal, AsyncSignalHub
+from runtime.errors import (
+    AuthenticationFailed,
+    CallTimeout,
+    ClientClosed,
+    ConnectionLost,
+    RegistryUnavailable,
+    ZidlError,
+)
+from runtime.protocol.wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
+from runtime.schema.interface import Interface
+from runtime.transport.security import CurveClient
+from runtime.transport.sockets import (
     DEFAULT_HEARTBEAT,
     NOBLOCK,
     Heartbeat,
@@ -58,7 +66,6 @@ from ._transport import (
     send_frames,
     translate,
 )
-from ._wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +198,7 @@ class AsyncClient(ClientBase[AsyncSignal[...]]):
         """
 
         async def connect() -> Self:
-            from ._directory import lookup_async
+            from runtime.registry.client import lookup_async
 
             async def find(wait: float) -> tuple[str, CurveClient | None]:
                 record = await lookup_async(name, registry=registry, timeout=wait, curve=curve)

@@ -26,10 +26,10 @@ from typing import Any, Literal, TypeVar
 import zmq
 import zmq.asyncio
 
-from ._errors import AuthenticationFailed, DeviceNotFound, ProtocolError, RegistryUnavailable
-from ._registry import DEFAULT_REGISTRY, PROTOCOL, _split_tcp, connectable
-from ._security import CurveClient, is_key
-from ._transport import Monitor
+from runtime.errors import AuthenticationFailed, DeviceNotFound, ProtocolError, RegistryUnavailable
+from runtime.registry.server import DEFAULT_REGISTRY, PROTOCOL, _split_tcp, connectable
+from runtime.transport.security import CurveClient, is_key
+from runtime.transport.sockets import Monitor
 
 __all__ = [
     "DeviceRecord",
