@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runtime.registry.client import RegistryClient, lookup  # noqa: E402
-from runtime.registry.server import Registry, connectable  # noqa: E402
+from runtime.registry.server import Registry  # noqa: E402
+from runtime.transport.addresses import connectable  # noqa: E402
 
 
 def _free_port() -> int:

@@ -16,8 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from runtime.schema.interface import MethodSpec
-from runtime.schema.types import BUILTINS, TypeExpr, TypeSyntaxError, parse_type
+from runtime.schema import BUILTINS, MethodSpec, TypeExpr, TypeSyntaxError, parse_type
 
 from .defaults import DefaultChecker, Unchecked
 from .errors import IdlError, Loc, describe

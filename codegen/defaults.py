@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, create_model
 
-from runtime.schema.types import TypeExpr, parse_type
+from runtime.schema import TypeExpr, parse_type
 
 from .idl_model import FieldDecl
 

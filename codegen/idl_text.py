@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from runtime.schema.interface import FieldSpec, Interface, MethodSpec
+from runtime.schema import FieldSpec, Interface, MethodSpec
 
 _DEFAULT_TIMEOUT = MethodSpec("_").timeout
 

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from runtime.schema.interface import (
+from runtime.schema import (
     REQUIRED,
     EnumSpec,
     ErrorSpec,
     FieldSpec,
     Interface,
+    MethodKind,
     MethodSpec,
     PropertySpec,
     SignalSpec,
     StructSpec,
+    parse_type,
 )
-from runtime.schema.types import parse_type
 
 from .idl_model import ConstrainedType, FieldDecl, IdlFile, MethodDecl
 
@@ -46,7 +47,7 @@ def _method(name: str, decl: MethodDecl) -> MethodSpec:
         result=_fields(returns.fields) if returns is not None and returns.fields is not None else (),
         raises=tuple(decl.raises),
         timeout=None if decl.timeout is None else float(decl.timeout),
-        oneway=decl.oneway,
+        kind=MethodKind.ONEWAY if decl.oneway else MethodKind.CALL,
         concurrent=decl.concurrent,
         doc=decl.doc,
     )

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.schema.interface import Interface
+from runtime.schema import Interface
 
 from .check import check_file
 from .errors import IdlError, IdlErrors

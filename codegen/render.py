@@ -17,8 +17,7 @@ from typing import Any
 
 import jinja2
 
-from runtime.schema.interface import REQUIRED, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec
-from runtime.schema.types import TypeExpr, parse_type
+from runtime.schema import REQUIRED, FieldSpec, Interface, MethodSpec, PropertySpec, SignalSpec, TypeExpr, parse_type
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -278,6 +277,8 @@ class ModuleBuilder:
             self.imports.third_party["pydantic"].add("BaseModel")
         runtime = self.imports.first_party["runtime"]
         runtime.update({"Interface"})
+        if any(m.oneway for m in iface.methods):
+            runtime.add("MethodKind")
         enums = [ClassView(e.name, e.doc, values=e.values) for e in iface.enums]
         structs = [ClassView(s.name, s.doc, tuple(map(self.model_field, s.fields))) for s in iface.structs]
         errors = [

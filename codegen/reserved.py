@@ -10,7 +10,7 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from runtime.schema.types import BUILTINS, GENERICS
+from runtime.schema import BUILTINS, GENERICS
 
 RESERVED_MEMBER_NAMES: Final = frozenset(
     {
@@ -64,6 +64,7 @@ RESERVED_MODULE_NAMES: Final = frozenset(
         "FieldSpec",
         "INTERFACE",
         "Interface",
+        "MethodKind",
         "MethodSpec",
         "NDArray",
         "PropertySpec",

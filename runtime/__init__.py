@@ -5,9 +5,7 @@ the tuning knobs (``Heartbeat``, ``Limits``) and the CurveZMQ settings
 (``CurveServer``, ``CurveClient``, ``write_keypair``).
 """
 
-from runtime.client.aio import AsyncClient, AsyncProperty, AsyncReadOnlyProperty
-from runtime.client.blocking import Client
-from runtime.client.signals import AsyncSignal, ServerSignal, Signal
+from runtime.client import AsyncClient, AsyncProperty, AsyncReadOnlyProperty, AsyncSignal, Client, Signal
 from runtime.errors import (
     AuthenticationFailed,
     CallTimeout,
@@ -20,24 +18,23 @@ from runtime.errors import (
     RemoteError,
     ZidlError,
 )
-from runtime.protocol.wire import Limits
-from runtime.registry.client import DeviceRecord, Watcher, list_devices, watch
-from runtime.registry.client import lookup as lookup_device
-from runtime.registry.server import Registry
-from runtime.schema.interface import (
+from runtime.protocol import Limits
+from runtime.registry import DeviceRecord, Registry, Watcher, list_devices, watch
+from runtime.registry import lookup as lookup_device
+from runtime.schema import (
     EnumSpec,
     ErrorSpec,
     FieldSpec,
     Interface,
+    MethodKind,
     MethodSpec,
+    NDArray,
     PropertySpec,
     SignalSpec,
     StructSpec,
 )
-from runtime.schema.ndarray import NDArray
-from runtime.server.base import Server
-from runtime.transport.security import CurveClient, CurveServer, KeyPair, generate_keypair, write_keypair
-from runtime.transport.sockets import Heartbeat
+from runtime.server import Server, ServerSignal
+from runtime.transport import CurveClient, CurveServer, Heartbeat, KeyPair, generate_keypair, write_keypair
 
 __all__ = [
     "AsyncClient",
@@ -61,6 +58,7 @@ __all__ = [
     "InterfaceMismatch",
     "KeyPair",
     "Limits",
+    "MethodKind",
     "MethodSpec",
     "NDArray",
     "PropertySpec",

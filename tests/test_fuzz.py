@@ -29,7 +29,8 @@ from fixtures.generated.echo import EchoClient
 
 from runtime import Limits
 from runtime.registry.client import RegistryClient
-from runtime.registry.server import Registry, connectable
+from runtime.registry.server import Registry
+from runtime.transport.addresses import connectable
 
 SEED = 20240607
 BATCHES = 20

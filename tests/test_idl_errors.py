@@ -9,7 +9,7 @@ import pytest
 
 from codegen.load import IdlErrors, LoadedInterface, load_interfaces
 from codegen.reserved import RESERVED_MEMBER_NAMES, RESERVED_MODEL_FIELD_NAMES
-from runtime.schema.interface import REQUIRED, FieldSpec
+from runtime.schema import REQUIRED, FieldSpec
 
 REPO = Path(__file__).resolve().parent.parent
 HEAD = "interface: Dev\nversion: 1\n"

@@ -18,8 +18,9 @@ import zmq
 from runtime.errors import DeviceNotFound, RegistryUnavailable
 from runtime.registry.client import DeviceRecord, RegistryClient, list_devices, lookup, lookup_async, watch
 from runtime.registry.registration import Registration
-from runtime.registry.server import Registry, connectable, effective_address
+from runtime.registry.server import Registry
 from runtime.server.systemd import SystemdNotifier
+from runtime.transport.addresses import connectable, effective_address
 
 TTL = 0.6
 HEARTBEAT = 0.2

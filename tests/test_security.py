@@ -30,8 +30,8 @@ from runtime import (
 )
 from runtime.registry.client import RegistryClient
 from runtime.registry.registration import Registration
-from runtime.registry.server import connectable
-from runtime.transport.sockets import Monitor
+from runtime.transport.addresses import connectable
+from runtime.transport.monitor import Monitor
 
 PROMPT = 1.0
 """Seconds within which a refused client must be told (its timeout is far longer)."""

@@ -50,17 +50,17 @@ from runtime.errors import (
     RegistryUnavailable,
     ZidlError,
 )
-from runtime.protocol.wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
+from runtime.protocol.names import VERSION as PROTOCOL
+from runtime.protocol.wire import DEFAULT_LIMITS, NO_BODY, WRITERS, Limits, Writer, decode, encode
 from runtime.schema.interface import Interface
+from runtime.transport.dealer import make_dealer
+from runtime.transport.monitor import Monitor, handshake_failure
 from runtime.transport.security import CurveClient
 from runtime.transport.sockets import (
     DEFAULT_HEARTBEAT,
     NOBLOCK,
     Heartbeat,
-    Monitor,
     Socket,
-    handshake_failure,
-    make_dealer,
     readable,
     recv_frames,
     send_frames,
@@ -265,12 +265,12 @@ class AsyncClient(ClientBase[AsyncSignal[...]]):
             raise self._no_method(name)
         oneway = plan.spec.oneway
         values = plan.validate_args(args).__dict__
-        result = await self._request("call", name, values, timeout, oneway=oneway, write=plan.write_args)
+        result = await self._request("call", name, values, timeout, oneway=oneway, write=WRITERS[plan.args_shape])
         return None if oneway else plan.validate_result(result)
 
     async def _get(self, name: str) -> Any:
         value = self._value(name)
-        return value.validate_python(await self._request("get", name, _NOTHING, self._timeout))
+        return value.validate_python(await self._request("get", name, NO_BODY, self._timeout))
 
     async def _set(self, name: str, value: Any) -> None:
         await self._request("set", name, self._value(name).validate_python(value), self._timeout)

@@ -41,20 +41,21 @@ from runtime.errors import (
     ProtocolError,
     RegistryUnavailable,
     ZidlError,
-    rebuild,
 )
-from runtime.protocol.wire import _NOTHING, DEFAULT_LIMITS, PROTOCOL, Limits, Writer, decode, encode
+from runtime.protocol.error_bodies import rebuild
+from runtime.protocol.names import VERSION as PROTOCOL
+from runtime.protocol.wire import DEFAULT_LIMITS, NO_BODY, WRITERS, Limits, Writer, decode, encode
 from runtime.schema.compat import check
 from runtime.schema.interface import Interface
 from runtime.schema.validation import Tables
+from runtime.transport.addresses import substitute_host
+from runtime.transport.dealer import make_dealer
 from runtime.transport.security import CurveClient
 from runtime.transport.sockets import (
     DEFAULT_HEARTBEAT,
     NOBLOCK,
     Heartbeat,
-    make_dealer,
     send_frames,
-    substitute_host,
     translate,
 )
 
@@ -305,13 +306,13 @@ class Client(ClientBase[Signal[...]]):
             raise self._no_method(name)
         oneway = plan.spec.oneway
         values = plan.validate_args(args).__dict__
-        result = self._request("call", name, values, timeout, oneway=oneway, write=plan.write_args)
+        result = self._request("call", name, values, timeout, oneway=oneway, write=WRITERS[plan.args_shape])
         return None if oneway else plan.validate_result(result)
 
     def _get(self, name: str) -> Any:
         """Read property ``name``."""
         value = self._value(name)
-        return value.validate_python(self._request("get", name, _NOTHING, self._timeout))
+        return value.validate_python(self._request("get", name, NO_BODY, self._timeout))
 
     def _set(self, name: str, value: Any) -> None:
         """Write property ``name`` (the server's ``set_<name>`` may refuse it)."""

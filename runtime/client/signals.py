@@ -8,7 +8,6 @@ one-off welcome topic of its own; the server publishes on it when it sees that
 subscription, and since one connection's subscriptions are processed in order, the
 welcome proves the first one is in place.
 
-* ``ServerSignal`` emits from any server thread (the server's I/O thread publishes).
 * ``Signal`` and ``SignalHub``: a blocking client's signals; one thread owns the SUB
   socket and runs every callback.
 * ``AsyncSignal`` and ``AsyncSignalHub``: an asyncio client's signals, run on its loop;
@@ -22,21 +21,23 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec
 
 import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from runtime.errors import CallTimeout, ClientClosed, ProtocolError, ZidlError
+from runtime.protocol.messages import WELCOME_PREFIX as WELCOME
+from runtime.protocol.messages import topic, welcome_topic
 from runtime.protocol.wire import DEFAULT_LIMITS, Limits, decode
 from runtime.schema.validation import Tables
-from runtime.transport.sockets import Heartbeat, Monitor, Waker, make_socket, recv_frames, zmq_errors
+from runtime.transport.monitor import Monitor
+from runtime.transport.sockets import Heartbeat, Waker, make_socket, recv_frames, zmq_errors
 
 if TYPE_CHECKING:
     from runtime.transport.security import CurveClient
@@ -44,32 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
-
-WELCOME: Final = b"\x01zidl-welcome:"
-"""The prefix of a client's one-off welcome topic (signal names never start with it)."""
-
-
-def topic(name: str) -> bytes:
-    return name.encode() + b"\0"
-
-
-def welcome_topic() -> bytes:
-    return WELCOME + os.urandom(8).hex().encode()
-
-
-class ServerSignal(Generic[P]):
-    """A signal of a server: ``emit(*args, **kwargs)`` from any thread reaches every subscriber once."""
-
-    def __init__(self, name: str, emit: Callable[[str, tuple[Any, ...], dict[str, Any]], None]) -> None:
-        self.name = name
-        self._emit = emit
-
-    def emit(self, *args: P.args, **kwargs: P.kwargs) -> None:
-        """Validate the arguments (IDL order, or by keyword) and publish them."""
-        self._emit(self.name, args, kwargs)
-
-    def __repr__(self) -> str:
-        return f"<ServerSignal {self.name}>"
 
 
 class _Deliveries:

@@ -29,10 +29,9 @@ from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
 from runtime.errors import ProtocolError
+from runtime.protocol.names import BODY, ID, MARKED, VERSION, V
 from runtime.schema.ndarray import check_dtype
-
-PROTOCOL: Final = 1
-"""The wire protocol version, the header's ``v``."""
+from runtime.schema.validation import Shape
 
 _BYTES: Final = "$b"
 _ARRAY: Final = "$a"
@@ -124,7 +123,7 @@ class _Encoder:
         return {_ARRAY: [len(self.frames), array.dtype.str, shape]}
 
 
-_NOTHING: Final = object()
+NO_BODY: Final = object()
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.JSONDecoder().decode
 
@@ -132,8 +131,7 @@ _loads = json.JSONDecoder().decode
 def dump_json(value: Any) -> bytes:
     """``value`` (plain JSON types only) as UTF-8 JSON, NaN and infinities written as ``json`` writes them.
 
-    pydantic-core's writer takes about a quarter of the time of ``json``'s on a small
-    header (floats above all). What it refuses (nesting deeper than it goes, a string
+    pydantic-core writes it; what it refuses (nesting deeper than it goes, a string
     with a lone surrogate) goes to ``json``, which sends it as before.
     """
     try:
@@ -145,10 +143,9 @@ def dump_json(value: Any) -> bytes:
 def _load_json(raw: bytes) -> Any:
     """The JSON value in ``raw``; raises what ``json`` raises on a bad one.
 
-    pydantic-core's parser takes about a third of the time of ``json``'s on a small
-    header. What it refuses (bad JSON, but also nesting deeper than 200 or a lone
-    surrogate escape, which ``json`` takes) is handed to ``json``, whose verdict and
-    message stand, so both sides accept exactly what they did.
+    pydantic-core parses it; what it refuses (bad JSON, but also nesting deeper than
+    200 or a lone surrogate escape, which ``json`` takes) is handed to ``json``, whose
+    verdict and message stand, so both sides accept exactly what they did.
     """
     try:
         return from_json(raw, cache_strings=False)
@@ -156,18 +153,18 @@ def _load_json(raw: bytes) -> Any:
         return _loads(raw.decode())
 
 
-def encode(header: dict[str, Any], body: Any = _NOTHING) -> list[Any]:
+def encode(header: dict[str, Any], body: Any = NO_BODY) -> list[Any]:
     """The frames of a message: ``header`` as JSON (with ``body`` under ``"b"``), then the binary values.
 
     Raises ``TypeError`` when ``body`` holds a value that cannot travel.
     """
-    if body is _NOTHING:
+    if body is NO_BODY:
         return [dump_json(header)]
     encoder = _Encoder()
     try:
-        header["b"] = encoder.walk(body)
+        header[BODY] = encoder.walk(body)
         if encoder.marked:
-            header["x"] = 1
+            header[MARKED] = 1
         head = dump_json(header)
     except ValueError as exc:  # circular references
         raise TypeError(str(exc)) from None
@@ -183,7 +180,7 @@ def encode_plain(header: dict[str, Any], body: Any) -> list[Any]:
     unless a key starting with ``$`` (which must be escaped) may be in it, which
     the written text shows; then, like anything ``dump_json`` refuses, it takes ``encode``.
     """
-    header["b"] = body
+    header[BODY] = body
     try:
         head = dump_json(header)
     except (ValueError, RecursionError):
@@ -196,9 +193,13 @@ def encode_plain(header: dict[str, Any], body: Any) -> list[Any]:
 def encode_binary(header: dict[str, Any], body: bytes | np.ndarray[Any, Any]) -> list[Any]:
     """``encode`` for a body declared as one ``bytes`` or ``ndarray`` value (an image, say): no walk."""
     encoder = _Encoder()
-    header["b"] = encoder.array(body) if isinstance(body, np.ndarray) else encoder.binary(body)
-    header["x"] = 1
+    header[BODY] = encoder.array(body) if isinstance(body, np.ndarray) else encoder.binary(body)
+    header[MARKED] = 1
     return [dump_json(header), *encoder.frames]
+
+
+WRITERS: Final[dict[Shape, Writer]] = {"plain": encode_plain, "binary": encode_binary, "any": encode}
+"""How a body of each shape is written."""
 
 
 def check_limits(frames: Sequence[Frame], limits: Limits) -> None:
@@ -222,7 +223,7 @@ def request_id_of(frame: Frame) -> Any:
     if len(frame) > _SALVAGE_BYTES:
         return None
     try:
-        return decode_header(frame).get("id")
+        return decode_header(frame).get(ID)
     except ProtocolError:
         return None
 
@@ -238,15 +239,15 @@ def decode_header(frame: Frame) -> dict[str, Any]:
         raise ProtocolError("header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
-    if header.get("v") != PROTOCOL:
-        raise ProtocolError(f"protocol version {header.get('v')!r} is not supported (this side speaks {PROTOCOL})")
+    if header.get(V) != VERSION:
+        raise ProtocolError(f"protocol version {header.get(V)!r} is not supported (this side speaks {VERSION})")
     return header
 
 
 def decode_body(header: dict[str, Any], frames: Sequence[Frame]) -> Any:
     """The body of a message whose header is decoded, with binary values rebuilt from ``frames[1:]``."""
-    body = header.get("b")
-    if header.get("x"):
+    body = header.get(BODY)
+    if header.get(MARKED):
         try:
             return _Decoder(frames).walk(body)
         except RecursionError:

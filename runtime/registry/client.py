@@ -27,9 +27,11 @@ import zmq
 import zmq.asyncio
 
 from runtime.errors import AuthenticationFailed, DeviceNotFound, ProtocolError, RegistryUnavailable
-from runtime.registry.server import DEFAULT_REGISTRY, PROTOCOL, _split_tcp, connectable
+from runtime.protocol.names import VERSION as PROTOCOL
+from runtime.registry.server import DEFAULT_REGISTRY
+from runtime.transport.addresses import connectable, host_of
+from runtime.transport.monitor import Monitor
 from runtime.transport.security import CurveClient, is_key
-from runtime.transport.sockets import Monitor
 
 __all__ = [
     "DeviceRecord",
@@ -412,8 +414,7 @@ class Watcher:
         events = info.get("events")
         if not isinstance(events, str):
             raise ProtocolError(f"the registry at {self.url} did not say where its events are")
-        parts = _split_tcp(self.url)
-        return connectable(events, parts[0] if parts else "127.0.0.1")
+        return connectable(events, host_of(self.url))
 
     def _request(self, dealer: zmq.Socket[Any], kind: str) -> dict[str, Any] | None:
         """One request, waiting at most ``timeout`` (less if closed); None without an answer."""

@@ -34,9 +34,10 @@ from typing import Any, Final
 
 import zmq
 
-from runtime.registry.server import _TRANSPORTS, PROTOCOL, _split_tcp, _tcp, connectable
+from runtime.protocol.names import VERSION as PROTOCOL
+from runtime.transport.addresses import TRANSPORTS, advertised, connectable, host_of
+from runtime.transport.monitor import Monitor
 from runtime.transport.security import CurveClient
-from runtime.transport.sockets import Monitor
 
 __all__ = ["Registration"]
 
@@ -80,9 +81,7 @@ class Registration:
         self.registry_url = registry_url
         self.name = name
         self.on_accepted = on_accepted
-        parts = _split_tcp(address)
-        if advertise is not None and parts is not None:
-            address = _tcp(advertise, parts[1])
+        address = advertised(address, advertise)
         self._request: dict[str, Any] = {
             "v": PROTOCOL,
             "k": "register",
@@ -210,8 +209,7 @@ class Registration:
     def _use_heartbeats(self, endpoint: str | None) -> None:
         """Send heartbeats to ``endpoint`` (wildcard host: the registry's), or to ``socket`` when None."""
         if endpoint is not None:
-            parts = _split_tcp(self.registry_url)
-            endpoint = connectable(endpoint, parts[0] if parts else "127.0.0.1")
+            endpoint = connectable(endpoint, host_of(self.registry_url))
         if endpoint == self.heartbeats:
             return
         if self._beats is not None:
@@ -341,7 +339,7 @@ class Registration:
         address = reply.get("address")
         self.address = address if isinstance(address, str) else None
         heartbeats = reply.get("heartbeats")
-        self._use_heartbeats(heartbeats if isinstance(heartbeats, str) and heartbeats.startswith(_TRANSPORTS) else None)
+        self._use_heartbeats(heartbeats if isinstance(heartbeats, str) and heartbeats.startswith(TRANSPORTS) else None)
         if previous is None:
             log.info("registered as %r at %s (address %s)", name, self.registry_url, self.address)
         elif previous != name:

@@ -49,28 +49,25 @@ from typing import Any, Final
 
 import zmq
 
+from runtime.protocol.names import VERSION as PROTOCOL
+from runtime.transport.addresses import TRANSPORTS, beside, connectable, effective_address
 from runtime.transport.security import CurveClient, CurveServer, Grant, is_key
 from runtime.transport.sockets import bind
 
 __all__ = [
     "DEFAULT_REGISTRY",
     "PING",
-    "PROTOCOL",
     "Registry",
-    "effective_address",
 ]
 
 log = logging.getLogger(__name__)
 
-PROTOCOL: Final = 1
 DEFAULT_REGISTRY: Final = "tcp://127.0.0.1:5555"
 PING: Final = "ping"
 MAX_REQUEST_BYTES: Final = 64 * 1024
 MAX_NAME_LENGTH: Final = 100
 MAX_SUFFIX_PROBES: Final = 32
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
-_WILDCARD_HOSTS: Final = frozenset({"*", "0.0.0.0", "::", "[::]", "[*]", ""})
-_TRANSPORTS: Final = ("tcp://", "ipc://", "inproc://")
 
 
 class _BadRequest(Exception):
@@ -80,54 +77,6 @@ class _BadRequest(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _split_tcp(address: str) -> tuple[str, str] | None:
-    """``tcp://HOST:PORT`` -> (HOST, PORT), or None when it is not a TCP address."""
-    if not address.startswith("tcp://"):
-        return None
-    host, sep, port = address[6:].rpartition(":")
-    if not sep:
-        return None
-    return host, port
-
-
-def _is_loopback(ip: str) -> bool:
-    ip = ip.removeprefix("::ffff:")
-    return ip.startswith("127.") or ip == "::1" or ip == "localhost"
-
-
-def _tcp(host: str, port: str) -> str:
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"tcp://{host}:{port}"
-
-
-def effective_address(address: str, peer: str | None, host: str | None) -> str:
-    """The address other hosts should use for a device that sent ``address``.
-
-    Non-wildcard addresses are kept. A wildcard host is replaced by ``peer`` (the
-    IP address the registry sees the device from) unless that is loopback or
-    unknown, then by ``host`` (the device's host name or advertise override), and
-    as a last resort by the loopback peer itself.
-    """
-    parts = _split_tcp(address)
-    if parts is None or parts[0] not in _WILDCARD_HOSTS:
-        return address
-    port = parts[1]
-    if peer and not _is_loopback(peer):
-        return _tcp(peer.removeprefix("::ffff:"), port)
-    if host:
-        return _tcp(host, port)
-    return _tcp(peer.removeprefix("::ffff:") if peer else "127.0.0.1", port)
-
-
-def connectable(endpoint: str, host: str = "127.0.0.1") -> str:
-    """A bound endpoint with its wildcard host replaced, so a peer can connect to it."""
-    parts = _split_tcp(endpoint)
-    if parts is None or parts[0] not in _WILDCARD_HOSTS:
-        return endpoint
-    return _tcp(host, parts[1])
 
 
 @dataclass(eq=False, slots=True)
@@ -344,20 +293,12 @@ class Registry:
         bind(router, self.bind)
         endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._address = connectable(endpoint)
-        bind(pub, self.events_bind or self._beside(endpoint, ".events"))
+        bind(pub, self.events_bind or beside(endpoint, ".events"))
         self._events_bound = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._events_address = connectable(self._events_bound)
-        self._heartbeats_bound = bind(beats, self.heartbeats_bind or self._beside(endpoint, ".heartbeats"))
+        self._heartbeats_bound = bind(beats, self.heartbeats_bind or beside(endpoint, ".heartbeats"))
         self._poller.register(router, zmq.POLLIN)
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
-
-    @staticmethod
-    def _beside(endpoint: str, suffix: str) -> str:
-        """A free port on the request endpoint's host (ipc and inproc: the endpoint + ``suffix``)."""
-        parts = _split_tcp(endpoint)
-        if parts is not None:
-            return f"tcp://{parts[0]}:0"
-        return endpoint + suffix
 
     def _close(self) -> None:
         for probe, _ in self._probes.values():
@@ -620,7 +561,7 @@ class Registry:
         if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
             raise _BadRequest("bad-request", "'name' is letters, digits, '_', '.' and '-', at most 100 long")
         address = msg.get("address")
-        if not isinstance(address, str) or not address.startswith(_TRANSPORTS) or len(address) > 1024:
+        if not isinstance(address, str) or not address.startswith(TRANSPORTS) or len(address) > 1024:
             raise _BadRequest("bad-request", "'address' is a tcp://, ipc:// or inproc:// address")
         interface, version, hash_ = msg.get("interface"), msg.get("version"), msg.get("hash", "")
         if not isinstance(interface, str) or not interface or len(interface) > 200:

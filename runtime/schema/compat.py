@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import InterfaceMismatch
-from runtime.schema.interface import FieldSpec, Interface
+from runtime.schema.interface import FieldSpec, Interface, MethodKind
 from runtime.schema.types import parse_type
+
+_KIND_WORDS = {MethodKind.CALL: "a call with a reply", MethodKind.ONEWAY: "oneway"}
 
 
 @dataclass
@@ -135,10 +137,9 @@ def compare(client: Interface, server: Interface) -> Comparison:
             )
         elif method.result:
             _fields(f"{where} result", method.result, other.result, out, extra_needs_default=False)
-        if method.oneway != other.oneway:
-            kinds = ("oneway", "a call with a reply")
+        if method.kind is not other.kind:
             out.problems.append(
-                f"{where} is {kinds[not method.oneway]} on the client, {kinds[not other.oneway]} on the server"
+                f"{where} is {_KIND_WORDS[method.kind]} on the client, {_KIND_WORDS[other.kind]} on the server"
             )
 
     for kind, mine_names, their_names in (

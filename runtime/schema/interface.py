@@ -9,6 +9,7 @@ compatibility check compares two of them. Types are IDL type expressions
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import json
@@ -17,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from runtime.schema.types import TypeExpr, parse_type
-
-PROTOCOL_VERSION: Final = 1
 
 
 class _Required:
@@ -114,6 +113,15 @@ class SignalSpec:
     doc: str = ""
 
 
+class MethodKind(enum.Enum):
+    """How a method is called: the kinds of method the IDL can declare."""
+
+    CALL = "call"
+    """The caller waits for one reply: the result, or the error."""
+    ONEWAY = "oneway"
+    """The caller sends and goes on; no reply comes."""
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A remote method.
@@ -129,9 +137,14 @@ class MethodSpec:
     result: tuple[FieldSpec, ...] = ()
     raises: tuple[str, ...] = ()
     timeout: float | None = 10.0
-    oneway: bool = False
+    kind: MethodKind = MethodKind.CALL
     concurrent: bool = False
+    """May run while another call to the device runs (else calls run one at a time, in arrival order)."""
     doc: str = ""
+
+    @property
+    def oneway(self) -> bool:
+        return self.kind is MethodKind.ONEWAY
 
     @property
     def result_name(self) -> str:
@@ -221,7 +234,7 @@ class Interface:
                     "result": _fields(m.result, docs),
                     "raises": list(m.raises),
                     "timeout": m.timeout,
-                    "oneway": m.oneway,
+                    "kind": m.kind.value,
                     "concurrent": m.concurrent,
                 },
                 m.doc,
@@ -264,7 +277,7 @@ class Interface:
                     result=fields(m.get("result", [])),
                     raises=tuple(m.get("raises", [])),
                     timeout=m.get("timeout", 10.0),
-                    oneway=bool(m.get("oneway", False)),
+                    kind=MethodKind(m.get("kind", MethodKind.CALL.value)),
                     concurrent=bool(m.get("concurrent", False)),
                     doc=m.get("doc", ""),
                 )

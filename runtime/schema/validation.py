@@ -15,12 +15,11 @@ import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from runtime.errors import RemoteError
-from runtime.protocol.wire import Writer, encode, encode_binary, encode_plain
 from runtime.schema.interface import REQUIRED, FieldSpec, Interface, MethodSpec
 from runtime.schema.ndarray import NDArray
 from runtime.schema.types import TypeExpr, parse_type
@@ -36,6 +35,10 @@ _BUILTINS: dict[str, Any] = {
     "none": None,
 }
 
+Shape = Literal["plain", "binary", "any"]
+"""What a value of a declared type may hold, which decides how the wire writes it: only JSON's own types
+(``plain``), one ``bytes`` or ``ndarray`` value (``binary``), or anything (``any``)."""
+
 _ARGS_CONFIG = ConfigDict(extra="forbid")
 _PLAIN = frozenset({"bool", "int", "float", "str", "none", "optional", "list", "dict", "tuple"})
 
@@ -47,26 +50,25 @@ class CallPlan:
     The validators are pydantic-core's own ``validate_python``, without the pydantic
     wrappers around them (``model_validate``, ``TypeAdapter.validate_python``), which
     add about a microsecond a call to do nothing a call needs; ``validate_args``
-    returns the arguments model, whose ``__dict__`` holds the values. The writers are
-    ``encode_plain`` where the declared types hold only JSON's own types, ``encode_binary``
-    for a result declared as ``bytes`` or ``ndarray``, else ``encode``.
+    returns the arguments model, whose ``__dict__`` holds the values. The shapes say how
+    the arguments and the result are written (``runtime.protocol.wire.writer``).
     """
 
     spec: MethodSpec
     validate_args: Callable[[Any], BaseModel]
     validate_result: Callable[[Any], Any]
-    write_args: Writer
-    write_result: Writer
+    args_shape: Shape
+    result_shape: Shape
 
 
 def _plain(type_text: str) -> bool:
     return all(node.kind in _PLAIN for node in parse_type(type_text).walk())
 
 
-def _result_writer(type_text: str) -> Writer:
+def _result_shape(type_text: str) -> Shape:
     if parse_type(type_text).kind in ("bytes", "ndarray"):
-        return encode_binary
-    return encode_plain if _plain(type_text) else encode
+        return "binary"
+    return "plain" if _plain(type_text) else "any"
 
 
 class Tables:
@@ -105,8 +107,8 @@ class Tables:
             method,
             args.__pydantic_validator__.validate_python,
             result.validator.validate_python,
-            encode_plain if all(_plain(arg.type) for arg in method.args) else encode,
-            _result_writer(method.return_type),
+            "plain" if all(_plain(arg.type) for arg in method.args) else "any",
+            _result_shape(method.return_type),
         )
 
     # --- types -------------------------------------------------------------------------------

@@ -40,11 +40,14 @@ import zmq
 from pydantic import ValidationError
 from zmq import zmq_poll
 
-from runtime.client.signals import WELCOME, ServerSignal, topic
-from runtime.errors import ProtocolError, ZidlError, describe_exception, describe_protocol, describe_validation
+from runtime.errors import ProtocolError, ZidlError
+from runtime.protocol.error_bodies import describe_exception, describe_protocol, describe_validation
+from runtime.protocol.messages import WELCOME_PREFIX as WELCOME
+from runtime.protocol.messages import topic
+from runtime.protocol.names import VERSION as PROTOCOL
 from runtime.protocol.wire import (
     DEFAULT_LIMITS,
-    PROTOCOL,
+    WRITERS,
     Limits,
     check_limits,
     decode_body,
@@ -54,7 +57,9 @@ from runtime.protocol.wire import (
 )
 from runtime.schema.interface import MethodSpec
 from runtime.schema.validation import InterfaceBound, Tables
+from runtime.server.signal import ServerSignal
 from runtime.server.systemd import SystemdNotifier
+from runtime.transport.addresses import beside, connectable
 from runtime.transport.security import CurveClient, CurveServer, Grant
 from runtime.transport.sockets import (
     DEFAULT_HEARTBEAT,
@@ -62,10 +67,8 @@ from runtime.transport.sockets import (
     Heartbeat,
     Waker,
     bind,
-    connectable,
     make_socket,
     send_frames,
-    signal_address,
     zmq_errors,
 )
 
@@ -352,7 +355,7 @@ class _Engine:
                 if curve is not None:
                     self.grant = curve.secure(self.router, self.xpub)
             self.address = bind(self.router, address)
-            self.pub_address = bind(self.xpub, signal_address(self.address))
+            self.pub_address = bind(self.xpub, beside(self.address, ".signals"))
         except BaseException:
             self.router.close(linger=0)
             self.xpub.close(linger=0)
@@ -723,7 +726,7 @@ class _Engine:
         """
         name, oneway = spec.name, spec.oneway
         plan = self.table.calls[name]
-        validate_args, validate_result, write = plan.validate_args, plan.validate_result, plan.write_result
+        validate_args, validate_result, write = plan.validate_args, plan.validate_result, WRITERS[plan.result_shape]
         stopping = self.stopping.is_set
 
         def run(request_id: Any, args: dict[str, Any], deadline: float | None) -> list[Any] | None:

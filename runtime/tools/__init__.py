@@ -1,0 +1,1 @@
+"""Tools built on the public dynamic client: the `zidl` command line's device commands."""

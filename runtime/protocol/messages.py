@@ -1,0 +1,276 @@
+"""Every message, built and read in one place: requests, replies, handshakes, signals, and the registry's.
+
+A device message is a header (``runtime.protocol.names``) with its body written by
+``runtime.protocol.wire``; a registry message is one JSON frame. Senders call the
+builders here, receivers the readers, so no other module writes a header by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from runtime.errors import ProtocolError
+from runtime.protocol.error_bodies import ErrorFactory, describe_failure, rebuild
+from runtime.protocol.names import (
+    EPOCH,
+    ERR,
+    ERROR,
+    ID,
+    KIND,
+    MESSAGE,
+    NAME,
+    OK,
+    SEQ,
+    SEQUENCE,
+    SIGNAL,
+    SUCCEEDED,
+    TIMEOUT,
+    VERSION,
+    WELCOME,
+    V,
+)
+from runtime.protocol.wire import (
+    NO_BODY,
+    Frame,
+    Limits,
+    Writer,
+    check_limits,
+    decode,
+    decode_body,
+    decode_header,
+    encode,
+    request_id_of,
+)
+from runtime.schema.interface import Interface
+
+logger = logging.getLogger(__name__)
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def request(
+    request_id: int, kind: str, name: str | None, timeout: float | None, body: Any = NO_BODY, write: Writer = encode
+) -> list[Any]:
+    """The frames of a request; ``write`` encodes its body (``encode_plain`` where the declared types allow)."""
+    header: dict[str, Any] = {V: VERSION, ID: request_id, KIND: kind, NAME: name}
+    if timeout is not None:
+        header[TIMEOUT] = timeout
+    return write(header, body)
+
+
+class Request:
+    """A request as a server reads it; ``timeout`` is None unless the caller sent a usable one."""
+
+    __slots__ = ("body", "kind", "name", "request_id", "timeout")
+
+    def __init__(self, kind: Any, request_id: Any, name: Any, timeout: float | None, body: Any) -> None:
+        self.kind = kind
+        self.request_id = request_id
+        self.name = name
+        self.timeout = timeout
+        self.body = body
+
+
+class BadRequest(ProtocolError):
+    """A request that cannot be read; ``request_id`` is its id when the header could still be read, else None."""
+
+    def __init__(self, message: str, request_id: Any) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def read_request(frames: Sequence[Frame], limits: Limits) -> Request:
+    """The request in ``frames`` (header, then value frames); raises ``BadRequest``."""
+    request_id: Any = None
+    try:
+        check_limits(frames, limits)
+        header = decode_header(frames[0])
+        request_id = header.get(ID)
+        body = decode_body(header, frames)
+    except ProtocolError as exc:
+        raise BadRequest(str(exc), request_id if request_id is not None else request_id_of(frames[0])) from None
+    timeout = header.get(TIMEOUT)
+    if not (isinstance(timeout, int | float) and timeout >= 0):
+        timeout = None
+    return Request(header.get(KIND), request_id, header.get(NAME), timeout, body)
+
+
+# --- replies ----------------------------------------------------------------------------------
+
+
+def ok_reply(request_id: Any, result: Any = None, write: Writer = encode) -> list[Any]:
+    """The frames of a successful reply; a result that cannot be sent becomes a ``SerializationError``."""
+    try:
+        return write({V: VERSION, ID: request_id, KIND: OK}, result)
+    except (TypeError, ValueError) as exc:
+        logger.error("a result could not be sent: %s", exc)
+        return error_reply(request_id, describe_failure("SerializationError", f"the result could not be sent: {exc}"))
+
+
+def error_reply(request_id: Any, error: dict[str, Any]) -> list[Any]:
+    """The frames of an error reply carrying the error body ``error`` (``runtime.protocol.error_bodies``)."""
+    try:
+        return encode({V: VERSION, ID: request_id, KIND: ERR}, error)
+    except (TypeError, ValueError) as exc:
+        fallback = describe_failure(str(error.get("type", "Exception")), f"{error.get('message')} ({exc})")
+        return encode({V: VERSION, ID: request_id, KIND: ERR}, fallback)
+
+
+def read_reply(frames: Sequence[Frame], limits: Limits) -> tuple[Any, Any, Any]:
+    """The request id, kind and body of a reply; raises ``ProtocolError`` on a bad message."""
+    header, body = decode(frames, limits)
+    return header.get(ID), header.get(KIND), body
+
+
+def outcome(kind: Any, body: Any, declared: Mapping[str, ErrorFactory], where: str) -> Any:
+    """The result of a reply of ``kind``, or raise what it carries (an IDL error from ``declared``)."""
+    if kind == OK:
+        return body
+    if kind == ERR:
+        raise rebuild(body, declared, where)
+    raise ProtocolError(f"{where}: reply of unknown kind {kind!r}")
+
+
+# --- the handshake ----------------------------------------------------------------------------
+
+
+def hello_body(interface: Interface | None) -> dict[str, Any]:
+    """A ``hello`` request's body: the caller's description (None for a client without generated code)."""
+    return {"interface": interface.to_dict() if interface is not None else None, "protocol": VERSION}
+
+
+def hello_reply_body(interface: Interface, signals: str) -> dict[str, Any]:
+    """A ``hello`` reply's body: the server's description and where its signals are published."""
+    return {"interface": interface.to_dict(), "signals": signals, "protocol": VERSION}
+
+
+def read_hello_reply(body: Any, address: str) -> tuple[Interface, str]:
+    """The server's description and signal endpoint (as the server bound it) from a ``hello`` reply."""
+    try:
+        return Interface.from_dict(body["interface"]), str(body["signals"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"{address}: malformed handshake reply ({exc!r})") from None
+
+
+# --- signals ----------------------------------------------------------------------------------
+
+WELCOME_PREFIX: Final = b"\x01zidl-welcome:"
+"""The prefix of a client's one-off welcome topic (signal names never start with it)."""
+
+
+def topic(name: str) -> bytes:
+    """The topic a signal is published on."""
+    return name.encode() + b"\0"
+
+
+def welcome_topic() -> bytes:
+    """A new one-off topic whose welcome proves a client's earlier subscriptions are in place."""
+    return WELCOME_PREFIX + os.urandom(8).hex().encode()
+
+
+def emission(name: str, sequence: int, values: list[Any]) -> list[Any]:
+    """The frames of one emission of signal ``name``: its topic, then the header and value frames."""
+    return [topic(name), *encode({V: VERSION, KIND: SIGNAL, NAME: name, SEQUENCE: sequence}, values)]
+
+
+def read_emission(frames: Sequence[Frame], limits: Limits) -> tuple[Any, Any, Any]:
+    """The signal name, sequence number and arguments of an emission (``frames`` after the topic)."""
+    header, body = decode(frames, limits)
+    return header.get(NAME), header.get(SEQUENCE), body
+
+
+def welcome_requested(subscription: bytes) -> bytes | None:
+    """The welcome topic a publisher's subscription message asks for, or None for any other message."""
+    if subscription[:1] == b"\x01" and subscription[1:].startswith(WELCOME_PREFIX):
+        return subscription[1:]
+    return None
+
+
+def welcome(token: bytes) -> list[Any]:
+    """The frames that answer a welcome subscription."""
+    return [token, *encode({V: VERSION, KIND: WELCOME})]
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+
+def _dump(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def registry_request(kind: str, request_id: Any, **fields: Any) -> bytes:
+    """A request to the registry."""
+    return _dump({V: VERSION, ID: request_id, KIND: kind, **fields})
+
+
+def registry_reply(request_id: Any, **fields: Any) -> bytes:
+    """A registry's successful reply."""
+    return _dump({V: VERSION, ID: request_id, SUCCEEDED: True, **fields})
+
+
+def registry_error(request_id: Any, code: str, message: str) -> bytes:
+    """A registry's failed reply, with an error code of ``docs/registry.md``."""
+    return _dump({V: VERSION, ID: request_id, SUCCEEDED: False, ERROR: code, MESSAGE: message})
+
+
+def registry_event(epoch: str, seq: int, kind: str, **fields: Any) -> bytes:
+    """A registry's announcement of a change (or a ``beat``)."""
+    return _dump({V: VERSION, EPOCH: epoch, SEQ: seq, KIND: kind, **fields})
+
+
+class RegistryRefusal(Exception):
+    """A registry request refused before any handler saw it, with the reply's code."""
+
+    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+def read_registry_request(raw: bytes) -> tuple[Any, Any, dict[str, Any]]:
+    """The id, kind and fields of a registry request; raises ``RegistryRefusal``."""
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
+        raise RegistryRefusal("bad-request", "a request is a JSON object") from None
+    if not isinstance(message, dict):
+        raise RegistryRefusal("bad-request", "a request is a JSON object")
+    request_id = message.get(ID)
+    if isinstance(request_id, dict | list):
+        request_id = None
+    if message.get(V) != VERSION:
+        raise RegistryRefusal("unsupported-version", f"this registry speaks v={VERSION}", request_id)
+    return request_id, message.get(KIND), message
+
+
+def read_registry_message(raw: bytes) -> dict[str, Any] | None:
+    """A registry reply or event as a JSON object; None when it is not one."""
+    try:
+        message = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def registry_id(message: Mapping[str, Any]) -> Any:
+    """The request id a registry reply answers."""
+    return message.get(ID)
+
+
+def registry_succeeded(message: Mapping[str, Any]) -> bool:
+    return message.get(SUCCEEDED) is True
+
+
+def registry_failure(message: Mapping[str, Any]) -> tuple[Any, str]:
+    """The error code and message of a failed registry reply."""
+    return message.get(ERROR), str(message.get(MESSAGE, ""))
+
+
+def registry_event_kind(message: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """The epoch, sequence number and kind of a registry event."""
+    return message.get(EPOCH), message.get(SEQ), message.get(KIND)
