@@ -20,6 +20,22 @@ def _block_after(text: str, marker: str, language: str) -> str:
     return match.group(1)
 
 
+WHOLE_LINES = """
+import builtins, runpy, sys, threading
+
+lock = threading.Lock()
+plain_print = builtins.print
+
+def print_whole_lines(*values, **options):
+    with lock:  # the signal thread's callback and the main thread print at once
+        plain_print(*values, **options)
+
+builtins.print = print_whole_lines
+runpy.run_path(sys.argv[1], run_name="__main__")
+"""
+"""Runs a script with ``print`` taking a lock, so that lines printed by two threads never mix."""
+
+
 def test_readme_example_generates_and_runs(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     idl = tmp_path / "idl"
@@ -29,7 +45,8 @@ def test_readme_example_generates_and_runs(tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(_block_after(readme, "`make generate` writes `generated/lamp.py`", "python"))
     result = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, "-c", WHOLE_LINES, str(script)],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=30,

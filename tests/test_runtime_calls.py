@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 
 import numpy as np
 import pytest
+import zmq
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import INTERFACE, Busy, EchoClient, Meta, Mode
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
@@ -16,7 +18,8 @@ from pydantic import ValidationError
 
 import runtime
 from runtime import CallTimeout, Client, ConnectionLost, ProtocolError, RemoteError
-from runtime.protocol.wire import decode, encode, encode_plain
+from runtime.protocol.messages import outcome, read_reply, request
+from runtime.protocol.wire import DEFAULT_LIMITS, decode, encode, encode_plain
 
 
 def test_public_names_are_the_runtime_surface() -> None:
@@ -70,6 +73,22 @@ def test_object_arrays_never_travel(client: EchoClient) -> None:
         client.array(np.array([object()], dtype=object))
 
 
+@pytest.mark.parametrize(
+    ("dtype", "refusal"),
+    [
+        ("|O8", "cannot travel: only numeric and bool dtypes can"),
+        ("c", "bad dtype 'c': arrays of dtype |S1 cannot travel"),
+    ],
+    ids=["not-a-numeric-code", "numeric-looking-code-for-chars"],
+)
+def test_the_decoder_refuses_a_dtype_that_cannot_travel_at_either_check(dtype: str, refusal: str) -> None:
+    """The dtype text's own form is checked first; a code of that form that numpy reads as characters, second."""
+    header = encode({"v": 1, "id": 1}, None)[0]
+    message = header.replace(b'"b":null', b'"b":{"$a":[1,"%s",[1]]},"x":1' % dtype.encode())
+    with pytest.raises(ProtocolError, match=re.escape(refusal)):
+        decode([message, b"\0"])
+
+
 def test_property_get_set_and_notify(client: EchoClient, echo: Echo) -> None:
     seen: list[Mode] = []
     changed = threading.Event()
@@ -91,6 +110,26 @@ def test_property_get_set_and_notify(client: EchoClient, echo: Echo) -> None:
         changed.clear()
         changed.wait(0.1)
     assert seen == [Mode.busy, Mode.idle]
+
+
+def test_an_ndarray_property_notifies_when_its_values_change_not_when_an_equal_array_is_assigned(
+    client: EchoClient, echo: Echo
+) -> None:
+    seen: list[np.ndarray | None] = []
+    second = threading.Event()
+
+    def on_frame(frame: np.ndarray | None) -> None:
+        seen.append(frame)
+        if len(seen) == 2:
+            second.set()
+
+    client.frameChanged.connect(on_frame)
+    echo.frame = np.zeros(3)
+    echo.frame = np.zeros(3)  # another array, equal values: no notification
+    echo.frame = np.ones(3)
+    assert second.wait(5)
+    assert [None if frame is None else frame.tolist() for frame in seen] == [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    assert client.frame is not None and client.frame.tolist() == [1.0, 1.0, 1.0]
 
 
 def test_refused_write_raises_and_keeps_value(client: EchoClient) -> None:
@@ -159,6 +198,24 @@ def test_request_whose_deadline_passed_in_queue_is_never_run(address: str, echo:
         blocker.join()
         assert second.add(1) == 2  # the queue has moved past the expired request
     assert echo.started == [0.6]
+
+
+def test_a_caller_that_waits_past_its_deadline_gets_an_expired_reply(address: str, echo: Echo) -> None:
+    """The reply nobody usually reads: a raw socket keeps waiting after the deadline its request carried."""
+    with EchoClient.connect(address) as first, zmq.Context.instance().socket(zmq.DEALER) as raw:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(address)
+        blocker = threading.Thread(target=first.sleep, args=(0.4,))
+        blocker.start()
+        assert echo.sleeping.wait(5)
+        raw.send_multipart(request(7, "call", "add", 0.05, {"a": 1}))  # queued behind the sleep; gives up first
+        assert raw.poll(5000), "no reply to a request whose deadline passed"
+        request_id, kind, body = read_reply(raw.recv_multipart(), DEFAULT_LIMITS)
+        blocker.join()
+    assert (request_id, kind, body["kind"]) == (7, "err", "expired")
+    with pytest.raises(CallTimeout, match="not started"):
+        outcome(kind, body, {}, "add")
+    assert echo.started == [0.4]
 
 
 def test_long_call_does_not_block_handshakes_or_property_reads(address: str, echo: Echo) -> None:
