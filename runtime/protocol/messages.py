@@ -255,7 +255,7 @@ def read_registry_request(raw: bytes) -> tuple[Any, Any, dict[str, Any]]:
     if not isinstance(message, dict):
         raise RegistryRefusal("bad-request", "a request is a JSON object")
     request_id = message.get(ID)
-    if isinstance(request_id, dict | list):
+    if isinstance(request_id, (dict, list)):  # a tuple: the union would be built on every request
         request_id = None
     if message.get(V) != VERSION:
         raise RegistryRefusal("unsupported-version", f"this registry speaks v={VERSION}", request_id)

@@ -19,7 +19,7 @@ from runtime.protocol.messages import RegistryRefusal, read_registry_request, re
 from runtime.protocol.names import HEARTBEAT
 from runtime.registry.book import Entry
 
-__all__ = ["MAX_REQUEST_BYTES", "Caller", "Dispatcher", "Handler", "Refused"]
+__all__ = ["MAX_REQUEST_BYTES", "Caller", "Dispatcher", "Handler", "Refused", "refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 
 @dataclass(eq=False, slots=True)
 class Caller:
-    """Who sent a request: the envelope its answer goes back with, and the id it carries."""
+    """Who sent a request whose answer comes later: the envelope it goes back with, and the id it carries."""
 
     envelope: list[bytes]
     request_id: Any
@@ -39,8 +39,14 @@ class Caller:
 
     def refuse(self, code: str, message: str) -> list[bytes]:
         """The frames of a failed reply to this caller."""
-        log.debug("registry: %s: %s", code, message)
-        return [*self.envelope, registry_error(self.request_id, code, message)]
+        return refusal(list(self.envelope), self.request_id, code, message)
+
+
+def refusal(envelope: list[bytes], request_id: Any, code: str, message: str) -> list[bytes]:
+    """``envelope`` followed by a failed reply with error ``code``."""
+    log.debug("registry: %s: %s", code, message)
+    envelope.append(registry_error(request_id, code, message))
+    return envelope
 
 
 class Refused(Exception):
@@ -52,8 +58,8 @@ class Refused(Exception):
         self.message = message
 
 
-Handler = Callable[[Caller, dict[str, Any], zmq.Frame, float], bytes | None]
-"""Answers one request (the caller, its fields, its frame, the time): the reply, or None when it comes later."""
+Handler = Callable[[list[bytes], Any, dict[str, Any], zmq.Frame, float], bytes | None]
+"""Answers one request (its envelope, id, fields, frame and the time): the reply, or None when it comes later."""
 
 
 class Dispatcher:
@@ -76,35 +82,37 @@ class Dispatcher:
         body = frames[split:]
         now = time.monotonic()
         if len(body) != 1:
-            return Caller(envelope, None).refuse("bad-request", "a request is exactly one JSON frame")
+            return refusal(envelope, None, "bad-request", "a request is exactly one JSON frame")
         raw = body[0].bytes
         if len(raw) > MAX_REQUEST_BYTES:
-            return Caller(envelope, None).refuse("too-large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
+            return refusal(envelope, None, "too-large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
         try:
             request_id, kind, fields = read_registry_request(raw)
         except RegistryRefusal as exc:
-            return Caller(envelope, exc.request_id).refuse(exc.code, exc.message)
+            return refusal(envelope, exc.request_id, exc.code, exc.message)
         if kind == HEARTBEAT:  # the hot path: one dict lookup, one reply at most
             lease = fields.get("lease")
             entry = self._leases.get(lease) if isinstance(lease, str) else None
             if entry is None:
-                return Caller(envelope, request_id).refuse("unknown", "no such lease; register again")
+                return refusal(envelope, request_id, "unknown", "no such lease; register again")
             entry.last_seen = now
             if heartbeats_only and fields.get("ack") is not True:
                 return None  # answering costs more than receiving: only when the device asks
             envelope.append(registry_ack(request_id))
             return envelope
-        caller = Caller(envelope, request_id)
         if heartbeats_only:
-            return caller.refuse("unknown-kind", "the heartbeat socket takes heartbeats only")
+            return refusal(envelope, request_id, "unknown-kind", "the heartbeat socket takes heartbeats only")
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            return caller.refuse("unknown-kind", f"unknown request kind {kind!r}")
+            return refusal(envelope, request_id, "unknown-kind", f"unknown request kind {kind!r}")
         try:
-            reply = handler(caller, fields, body[0], now)
-        except Refused as exc:
-            return caller.refuse(exc.code, exc.message)
+            reply = handler(envelope, request_id, fields, body[0], now)
+        except Refused as exc:  # a copy of the envelope: a handler may have kept it for a later answer
+            return refusal(list(envelope), request_id, exc.code, exc.message)
         except Exception:
             log.exception("registry: %s request failed", kind)
-            return caller.refuse("internal", "the registry failed on this request")
-        return None if reply is None else caller.answer(reply)
+            return refusal(list(envelope), request_id, "internal", "the registry failed on this request")
+        if reply is None:
+            return None
+        envelope.append(reply)
+        return envelope

@@ -55,7 +55,10 @@ def _candidates(name: str) -> Iterator[str]:
 
 
 class Handlers:
-    """The request handlers over one book; ``send`` delivers an answer that comes after its request was handled."""
+    """The request handlers over one book; ``send`` delivers an answer that comes after its request was handled.
+
+    The holder pings are polled with the loop's own sockets, in ``poller``.
+    """
 
     def __init__(self, settings: Settings, book: Book, poller: zmq.Poller, send: Callable[[list[bytes]], None]) -> None:
         self.settings = settings
@@ -74,13 +77,17 @@ class Handlers:
             PING: self.on_ping,
         }
 
-    def on_ping(self, caller: Caller, fields: dict[str, Any], frame: zmq.Frame, now: float) -> bytes | None:
-        return registry_reply(caller.request_id)
+    def on_ping(
+        self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
+    ) -> bytes | None:
+        return registry_reply(request_id)
 
-    def on_info(self, caller: Caller, fields: dict[str, Any], frame: zmq.Frame, now: float) -> bytes | None:
+    def on_info(
+        self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
+    ) -> bytes | None:
         settings = self.settings
         return registry_snapshot(
-            caller.request_id,
+            request_id,
             self.book.epoch,
             self.book.seq,
             events=settings.events,
@@ -91,33 +98,41 @@ class Handlers:
             beat=settings.beat_interval,
         )
 
-    def on_list(self, caller: Caller, fields: dict[str, Any], frame: zmq.Frame, now: float) -> bytes | None:
+    def on_list(
+        self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
+    ) -> bytes | None:
         interface = fields.get("interface")
         if interface is not None and not isinstance(interface, str):
             raise Refused("bad-request", "'interface' is a string")
         entries = self.book.by_name.values()
         devices = [e.record(now) for e in entries if interface is None or e.interface == interface]
         devices.sort(key=lambda d: d["name"])
-        return registry_snapshot(caller.request_id, self.book.epoch, self.book.seq, devices=devices)
+        return registry_snapshot(request_id, self.book.epoch, self.book.seq, devices=devices)
 
-    def on_lookup(self, caller: Caller, fields: dict[str, Any], frame: zmq.Frame, now: float) -> bytes | None:
+    def on_lookup(
+        self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
+    ) -> bytes | None:
         name = fields.get("name")
         if not isinstance(name, str):
             raise Refused("bad-request", "'name' is a string")
         entry = self.book.by_name.get(name)
         if entry is None:
             raise Refused("not-found", f"no device named {name!r}")
-        return registry_reply(caller.request_id, device=entry.record(now))
+        return registry_reply(request_id, device=entry.record(now))
 
-    def on_unregister(self, caller: Caller, fields: dict[str, Any], frame: zmq.Frame, now: float) -> bytes | None:
+    def on_unregister(
+        self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
+    ) -> bytes | None:
         lease = fields.get("lease")
         entry = self.book.by_lease.get(lease) if isinstance(lease, str) else None
         if entry is None:
             raise Refused("unknown", "no such lease")
         self.book.remove(entry, "unregistered")
-        return registry_reply(caller.request_id)
+        return registry_reply(request_id)
 
-    def on_register(self, caller: Caller, fields: dict[str, Any], frame: zmq.Frame, now: float) -> bytes | None:
+    def on_register(
+        self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
+    ) -> bytes | None:
         """Give the name asked for, or ``name-N``; pings its holders first, when it is held, unless taking over."""
         claim = self._claim(fields)
         peer: str | None
@@ -131,7 +146,7 @@ class Handlers:
         if pending is not None:  # a retry while the first waits on probes: answer the newest
             message = "a newer register for this address replaced it"
             self._send(pending.caller.refuse("superseded", message))
-            pending.caller, pending.claim = caller, claim
+            pending.caller, pending.claim = Caller(envelope, request_id), claim
             return None
         old = book.by_address.get(claim.address)
         if old is not None:
@@ -140,15 +155,15 @@ class Handlers:
             holder = book.by_name.get(claim.name)
             if holder is not None:
                 book.remove(holder, "taken-over")
-            return self._grant(caller, claim.name, claim, now)
-        pending = Pending(caller, claim)
+            return self._grant(request_id, claim.name, claim, now)
+        pending = Pending(Caller(envelope, request_id), claim)
         for candidate in _candidates(claim.name):
             holder = book.by_name.get(candidate)
             if holder is None or len(pending.probes) >= MAX_SUFFIX_PROBES:
                 break
             pending.probes[candidate] = self.probes.start(holder, pending, now)
         if not pending.probes:
-            return self._grant(caller, claim.name, claim, now)
+            return self._grant(request_id, claim.name, claim, now)
         self.probes.waiting[claim.address] = pending
         return None
 
@@ -182,10 +197,10 @@ class Handlers:
             raise Refused("bad-request", "'heartbeat' must be shorter than 'ttl'")
         return Claim(name, interface, version, hash_, address, host, public_key, takeover, ttl, heartbeat)
 
-    def _grant(self, caller: Caller, name: str, claim: Claim, now: float) -> bytes:
+    def _grant(self, request_id: Any, name: str, claim: Claim, now: float) -> bytes:
         entry = self.book.add(name, claim, now)
         return registry_reply(
-            caller.request_id,
+            request_id,
             name=name,
             address=entry.address,
             lease=entry.lease,
@@ -212,7 +227,8 @@ class Handlers:
                 book.remove(holder, "not answering")
                 break
         try:
-            self._send(pending.caller.answer(self._grant(pending.caller, candidate, claim, now)))
+            caller = pending.caller
+            self._send(caller.answer(self._grant(caller.request_id, candidate, claim, now)))
         except Exception:
             log.exception("registry: registration of %s failed", claim.name)
 
