@@ -19,7 +19,7 @@ from runtime.protocol.messages import RegistryRefusal, read_registry_request, re
 from runtime.protocol.names import HEARTBEAT
 from runtime.registry.book import Entry
 
-__all__ = ["MAX_REQUEST_BYTES", "Caller", "Dispatcher", "Handler", "Refused", "refusal"]
+__all__ = ["MAX_REQUEST_BYTES", "Caller", "Dispatcher", "Handler", "Refused"]
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ class Caller:
 
     def refuse(self, code: str, message: str) -> list[bytes]:
         """The frames of a failed reply to this caller."""
-        return refusal(list(self.envelope), self.request_id, code, message)
+        return _refusal(list(self.envelope), self.request_id, code, message)
 
 
-def refusal(envelope: list[bytes], request_id: Any, code: str, message: str) -> list[bytes]:
+def _refusal(envelope: list[bytes], request_id: Any, code: str, message: str) -> list[bytes]:
     """``envelope`` followed by a failed reply with error ``code``."""
     log.debug("registry: %s: %s", code, message)
     envelope.append(registry_error(request_id, code, message))
@@ -82,36 +82,36 @@ class Dispatcher:
         body = frames[split:]
         now = time.monotonic()
         if len(body) != 1:
-            return refusal(envelope, None, "bad-request", "a request is exactly one JSON frame")
+            return _refusal(envelope, None, "bad-request", "a request is exactly one JSON frame")
         raw = body[0].bytes
         if len(raw) > MAX_REQUEST_BYTES:
-            return refusal(envelope, None, "too-large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
+            return _refusal(envelope, None, "too-large", f"a request is at most {MAX_REQUEST_BYTES} bytes")
         try:
             request_id, kind, fields = read_registry_request(raw)
         except RegistryRefusal as exc:
-            return refusal(envelope, exc.request_id, exc.code, exc.message)
+            return _refusal(envelope, exc.request_id, exc.code, exc.message)
         if kind == HEARTBEAT:  # the hot path: one dict lookup, one reply at most
             lease = fields.get("lease")
             entry = self._leases.get(lease) if isinstance(lease, str) else None
             if entry is None:
-                return refusal(envelope, request_id, "unknown", "no such lease; register again")
+                return _refusal(envelope, request_id, "unknown", "no such lease; register again")
             entry.last_seen = now
             if heartbeats_only and fields.get("ack") is not True:
                 return None  # answering costs more than receiving: only when the device asks
             envelope.append(registry_ack(request_id))
             return envelope
         if heartbeats_only:
-            return refusal(envelope, request_id, "unknown-kind", "the heartbeat socket takes heartbeats only")
+            return _refusal(envelope, request_id, "unknown-kind", "the heartbeat socket takes heartbeats only")
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            return refusal(envelope, request_id, "unknown-kind", f"unknown request kind {kind!r}")
+            return _refusal(envelope, request_id, "unknown-kind", f"unknown request kind {kind!r}")
         try:
             reply = handler(envelope, request_id, fields, body[0], now)
         except Refused as exc:  # a copy of the envelope: a handler may have kept it for a later answer
-            return refusal(list(envelope), request_id, exc.code, exc.message)
+            return _refusal(list(envelope), request_id, exc.code, exc.message)
         except Exception:
             log.exception("registry: %s request failed", kind)
-            return refusal(list(envelope), request_id, "internal", "the registry failed on this request")
+            return _refusal(list(envelope), request_id, "internal", "the registry failed on this request")
         if reply is None:
             return None
         envelope.append(reply)
