@@ -40,8 +40,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.registry.client import RegistryClient, lookup  # noqa: E402
-from runtime.registry.server import Registry  # noqa: E402
+from runtime.registry import Registry, RegistryClient, lookup  # noqa: E402
 from runtime.transport.addresses import connectable  # noqa: E402
 
 
@@ -55,7 +54,7 @@ def _free_port() -> int:
 def serve_registry(address: str) -> None:
     if os.environ.get("ZIDL_BENCH_PROFILE"):
         os.execv(sys.executable, [sys.executable, os.environ["ZIDL_BENCH_PROFILE"], address, "20"])
-    Registry(address, ttl=3.0).serve()
+    Registry(ttl=3.0).serve(address)
 
 
 def echo(address: str) -> None:

@@ -36,7 +36,7 @@ class TinyCamera(CameraServer):
 def rig() -> Iterator[str]:
     """A registry with a camera `cam` and a stage `stage` registered; yields the registry address."""
     with (
-        Registry("tcp://127.0.0.1:0").running() as registry,
+        Registry().running("tcp://127.0.0.1:0") as registry,
         TinyCamera().running("tcp://127.0.0.1:0", registry=registry, name="cam"),
         StillStage().running("tcp://127.0.0.1:0", registry=registry, name="stage"),
     ):
@@ -177,7 +177,7 @@ def test_keygen_and_curve_options_reach_a_secured_registry_and_device(tmp_path: 
     registry_curve = CurveServer(secrets["registry"], allowed=[keys["me"], keys["cam"]])
     device_curve = CurveServer(secrets["cam"], allowed=[keys["me"]])
     with (
-        Registry("tcp://127.0.0.1:0", curve=registry_curve).running() as registry,
+        Registry(curve=registry_curve).running("tcp://127.0.0.1:0") as registry,
         TinyCamera().running(
             "tcp://127.0.0.1:0",
             registry=registry,

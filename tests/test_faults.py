@@ -29,7 +29,7 @@ from fixtures.generated.echo import EchoClient, Mode
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
 from runtime import CallTimeout, ConnectionLost
-from runtime.registry.client import RegistryClient, watch
+from runtime.registry import RegistryClient, watch
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -139,7 +139,7 @@ def test_client_killed_mid_call_leaves_the_server_serving(address: str, echo: Ec
 def test_registry_killed_and_restarted_has_every_device_back_within_two_heartbeats(processes: Processes) -> None:
     heartbeat = 1.0  # a served device's registration heartbeat
     address = f"tcp://127.0.0.1:{_free_port()}"
-    registry_script = "import sys; from runtime import Registry; Registry(sys.argv[1]).serve()"
+    registry_script = "import sys; from runtime import Registry; Registry().serve(sys.argv[1])"
     first = processes.start("-c", registry_script, address)
     names = [f"echo-{n}" for n in range(3)]
     with contextlib.ExitStack() as servers:

@@ -75,7 +75,7 @@ def ticks(server: Echo) -> Callable[[str], None]:
 
 @pytest.fixture
 def registry() -> Iterator[str]:
-    with Registry("tcp://127.0.0.1:0", ttl=0.6, heartbeat=0.2).running() as address:
+    with Registry(ttl=0.6, heartbeat=0.2).running("tcp://127.0.0.1:0") as address:
         yield address
 
 

@@ -28,8 +28,7 @@ from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
 
 from runtime import Limits
-from runtime.registry.client import RegistryClient
-from runtime.registry.server import Registry
+from runtime.registry import Registry, RegistryClient
 from runtime.transport.addresses import connectable
 
 SEED = 20240607
@@ -391,8 +390,8 @@ def test_registry_survives_ten_thousand_hostile_messages(escapes: Escapes) -> No
     process = psutil.Process()
     rng = random.Random(SEED)
     fuzz = RegistryFuzz(rng)
-    registry = Registry("tcp://127.0.0.1:0", ttl=1.0, probe_timeout=0.2)
-    with registry.running() as address, RegistryClient(address, timeout=5.0) as good:
+    registry = Registry(ttl=1.0, probe_timeout=0.2)
+    with registry.running("tcp://127.0.0.1:0") as address, RegistryClient(address, timeout=5.0) as good:
         hostile = _dealer(address)
         hostile_beats = _dealer(connectable(good.request("info")["heartbeats"]))
         try:

@@ -16,9 +16,16 @@ import pytest
 import zmq
 
 from runtime.errors import DeviceNotFound, RegistryUnavailable
-from runtime.registry.client import DeviceRecord, RegistryClient, list_devices, lookup, lookup_async, watch
-from runtime.registry.registration import Registration
-from runtime.registry.server import Registry
+from runtime.registry import (
+    DeviceRecord,
+    Registration,
+    Registry,
+    RegistryClient,
+    list_devices,
+    lookup,
+    lookup_async,
+    watch,
+)
 from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import connectable, effective_address
 
@@ -26,13 +33,13 @@ TTL = 0.6
 HEARTBEAT = 0.2
 
 
-def _registry(bind: str = "tcp://127.0.0.1:0", **options: Any) -> Registry:
-    return Registry(bind, ttl=TTL, heartbeat=HEARTBEAT, probe_timeout=0.2, beat_interval=0.2, **options)
+def _registry(**options: Any) -> Registry:
+    return Registry(ttl=TTL, heartbeat=HEARTBEAT, probe_timeout=0.2, beat_interval=0.2, **options)
 
 
 @pytest.fixture
 def registry() -> Iterator[str]:
-    with _registry().running() as address:
+    with _registry().running("tcp://127.0.0.1:0") as address:
         yield address
 
 
@@ -232,10 +239,10 @@ def test_restarted_registry_has_the_device_back_within_two_heartbeats(
     # to the request socket and is refused at once. The same port: the heartbeat socket refuses it.
     options = {"heartbeats_bind": _dead_address()} if heartbeat_port == "same" else {}
     first = _registry(**options)
-    with first.running() as address:
+    with first.running("tcp://127.0.0.1:0") as address:
         devices.append(Device(address, "cam"))
         assert devices[0].name() == "cam"
-    with _registry(address, **options).running():
+    with _registry(**options).running(address):
         start = time.monotonic()
         assert devices[0].name(timeout=5) == "cam"
         elapsed = time.monotonic() - start
@@ -305,8 +312,8 @@ def test_a_devices_heartbeats_go_to_the_heartbeat_socket(registry: str, devices:
     three = threading.Event()
     send = reg._send
 
-    def spy(message: dict[str, Any], sock: zmq.Socket[bytes] | None = None) -> bool:
-        if message["k"] == "heartbeat":
+    def spy(message: bytes, sock: zmq.Socket[bytes] | None = None) -> bool:
+        if json.loads(message)["k"] == "heartbeat":
             sent.append(sock is not None)
             if len(sent) == 3:
                 three.set()
@@ -324,7 +331,7 @@ def test_registration_waits_for_a_registry_that_is_not_there_yet(devices: list[D
     reg = device.registration
     assert reg is not None
     assert device.accepted.empty() and not reg.registered
-    with _registry(address).running():
+    with _registry().running(address):
         assert device.name(timeout=3) == "cam"
 
 
@@ -418,7 +425,7 @@ def test_wildcard_address_becomes_the_peer_address_seen_by_the_registry() -> Non
     ip = _local_ip()
     if ip is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
-    with _registry(f"tcp://{ip}:0").running() as address:
+    with _registry().running(f"tcp://{ip}:0") as address:
         client = Raw(address)
         try:
             assert client.register("cam", "tcp://0.0.0.0:4242", host="ignored")["address"] == f"tcp://{ip}:4242"
@@ -437,7 +444,7 @@ def test_effective_address_rule() -> None:
 
 def test_registry_stops_on_stop_from_another_thread() -> None:
     reg = _registry()
-    thread = threading.Thread(target=reg.serve)
+    thread = threading.Thread(target=reg.serve, args=("tcp://127.0.0.1:0",))
     thread.start()
     reg.stop()
     thread.join(2)

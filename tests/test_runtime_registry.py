@@ -10,12 +10,12 @@ from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import AsyncEchoClient, EchoClient
 
 from runtime import DeviceNotFound
-from runtime.registry.server import Registry
+from runtime.registry import Registry
 
 
 @pytest.fixture
 def registry() -> Iterator[str]:
-    with Registry("tcp://127.0.0.1:0", ttl=0.6, heartbeat=0.2).running() as address:
+    with Registry(ttl=0.6, heartbeat=0.2).running("tcp://127.0.0.1:0") as address:
         yield address
 
 

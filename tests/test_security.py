@@ -28,8 +28,7 @@ from runtime import (
     watch,
     write_keypair,
 )
-from runtime.registry.client import RegistryClient
-from runtime.registry.registration import Registration
+from runtime.registry import Registration, RegistryClient
 from runtime.transport.addresses import connectable
 from runtime.transport.monitor import Monitor
 
@@ -165,7 +164,7 @@ def test_a_server_needs_allowed_keys_or_allow_any(keys: Keys) -> None:
 @pytest.fixture
 def secure_registry(keys: Keys) -> Iterator[str]:
     curve = CurveServer(keys.registry.secret, allowed=[keys.server.public, keys.client.public])
-    with Registry("tcp://127.0.0.1:0", ttl=1.0, probe_timeout=0.2, curve=curve).running() as address:
+    with Registry(ttl=1.0, probe_timeout=0.2, curve=curve).running("tcp://127.0.0.1:0") as address:
         yield address
 
 
@@ -274,7 +273,7 @@ def test_no_request_kind_stops_a_server_or_the_registry() -> None:
     kinds = ["hello", "call", "get", "set", "ping", "stop", "shutdown", "exit", "quit", "kill", "close", "terminate"]
     names = ["stop", "serve", "running", "close", "_zidl_stop_engine", "__del__", "request_stop", "set_mode"]
     server = Echo()
-    with server.running("tcp://127.0.0.1:0") as address, Registry("tcp://127.0.0.1:0").running() as registry:
+    with server.running("tcp://127.0.0.1:0") as address, Registry().running("tcp://127.0.0.1:0") as registry:
         for endpoint in (address, registry):
             sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)

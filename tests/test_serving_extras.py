@@ -15,7 +15,7 @@ from runtime import Registry, list_devices
 
 @pytest.fixture
 def registry() -> Iterator[str]:
-    with Registry("tcp://127.0.0.1:0").running() as address:
+    with Registry().running("tcp://127.0.0.1:0") as address:
         yield address
 
 

@@ -212,6 +212,20 @@ def registry_reply(request_id: Any, **fields: Any) -> bytes:
     return _dump({V: VERSION, ID: request_id, SUCCEEDED: True, **fields})
 
 
+_ACK_HEAD: Final = f'{{"{V}":{VERSION},"{ID}":'.encode()
+_ACK_TAIL: Final = f',"{SUCCEEDED}":true}}'.encode()
+
+
+def registry_ack(request_id: Any) -> bytes:
+    """``registry_reply(request_id)``, built around the id alone: a heartbeat's answer, on the registry's hot path."""
+    return _ACK_HEAD + json.dumps(request_id).encode() + _ACK_TAIL
+
+
+def registry_snapshot(request_id: Any, epoch: str, seq: int, **fields: Any) -> bytes:
+    """A registry's successful reply that says which state it reflects (``list``, ``info``): its epoch and seq."""
+    return _dump({V: VERSION, ID: request_id, SUCCEEDED: True, **fields, EPOCH: epoch, SEQ: seq})
+
+
 def registry_error(request_id: Any, code: str, message: str) -> bytes:
     """A registry's failed reply, with an error code of ``docs/registry.md``."""
     return _dump({V: VERSION, ID: request_id, SUCCEEDED: False, ERROR: code, MESSAGE: message})
@@ -241,7 +255,7 @@ def read_registry_request(raw: bytes) -> tuple[Any, Any, dict[str, Any]]:
     if not isinstance(message, dict):
         raise RegistryRefusal("bad-request", "a request is a JSON object")
     request_id = message.get(ID)
-    if isinstance(request_id, dict | list):
+    if isinstance(request_id, (dict, list)):  # a tuple: the union would be built on every request
         request_id = None
     if message.get(V) != VERSION:
         raise RegistryRefusal("unsupported-version", f"this registry speaks v={VERSION}", request_id)
@@ -269,6 +283,11 @@ def registry_succeeded(message: Mapping[str, Any]) -> bool:
 def registry_failure(message: Mapping[str, Any]) -> tuple[Any, str]:
     """The error code and message of a failed registry reply."""
     return message.get(ERROR), str(message.get(MESSAGE, ""))
+
+
+def registry_position(message: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The epoch and seq a ``list`` or ``info`` reply reflects."""
+    return message.get(EPOCH), message.get(SEQ)
 
 
 def registry_event_kind(message: Mapping[str, Any]) -> tuple[Any, Any, Any]:

@@ -24,7 +24,6 @@ within a heartbeat interval.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import socket as _socket
@@ -34,7 +33,14 @@ from typing import Any, Final
 
 import zmq
 
-from runtime.protocol.names import VERSION as PROTOCOL
+from runtime.protocol.messages import (
+    read_registry_message,
+    registry_failure,
+    registry_id,
+    registry_request,
+    registry_succeeded,
+)
+from runtime.protocol.names import HEARTBEAT, REGISTER, UNREGISTER
 from runtime.transport.addresses import TRANSPORTS, advertised, connectable, host_of
 from runtime.transport.monitor import Monitor
 from runtime.transport.security import CurveClient
@@ -52,7 +58,7 @@ class Registration:
     """Keeps one device registered under a unique name while its server runs.
 
     ``address`` is the endpoint the server bound (wildcards allowed; see the
-    address rule in ``runtime._registry``). ``advertise`` replaces the host of a
+    address rule in ``docs/registry.md``). ``advertise`` replaces the host of a
     TCP address with a name or IP other hosts can reach. ``on_accepted`` is called
     with the accepted name each time the registry accepts the device. ``curve``
     reaches a registry that has CurveZMQ on (``server_key`` its public key); a
@@ -82,9 +88,7 @@ class Registration:
         self.name = name
         self.on_accepted = on_accepted
         address = advertised(address, advertise)
-        self._request: dict[str, Any] = {
-            "v": PROTOCOL,
-            "k": "register",
+        self._request: dict[str, Any] = {  # the fields of every register
             "name": name,
             "interface": interface_name,
             "version": version,
@@ -179,12 +183,12 @@ class Registration:
         try:
             if unregister and self._lease is not None:
                 request_id = self._new_id()
-                if self._send({"v": PROTOCOL, "id": request_id, "k": "unregister", "lease": self._lease}):
+                if self._send(registry_request(UNREGISTER, request_id, lease=self._lease)):
                     deadline = time.monotonic() + timeout
                     while (left := deadline - time.monotonic()) > 0 and self.socket.poll(int(left * 1000) + 1):
-                        with contextlib.suppress(ValueError, zmq.ZMQError):
-                            reply = json.loads(self.socket.recv(zmq.NOBLOCK))
-                            if isinstance(reply, dict) and reply.get("id") == request_id:
+                        with contextlib.suppress(zmq.ZMQError):
+                            reply = read_registry_message(self.socket.recv(zmq.NOBLOCK))
+                            if reply is not None and registry_id(reply) == request_id:
                                 log.info("unregistered %s from %s", self.accepted_name, self.registry_url)
                                 break
             self._lease = None
@@ -234,14 +238,14 @@ class Registration:
         answering costs it more than the heartbeat; asking at half the ttl still tells
         a silent registry within the ttl, with one lost answer to spare.
         """
-        message: dict[str, Any] = {"v": PROTOCOL, "id": self._new_id(), "k": "heartbeat", "lease": lease}
+        request_id = self._new_id()
         if self._beats is not None:
-            if now - self._last_answer >= self._ttl / 2:
-                message["ack"] = True
-            if self._send(message, self._beats):
+            ask = {"ack": True} if now - self._last_answer >= self._ttl / 2 else {}
+            if self._send(registry_request(HEARTBEAT, request_id, lease=lease, **ask), self._beats):
                 self._ack_check = now + min(_ACK_WAIT, self._heartbeat / 2)
                 return
-        self._send(message)  # not connected (yet, or any more): the request socket answers at once
+        # Not connected (yet, or any more): the request socket answers at once.
+        self._send(registry_request(HEARTBEAT, request_id, lease=lease))
 
     def _read(self, sock: zmq.Socket[bytes]) -> None:
         """Process every reply waiting on ``sock``; never blocks."""
@@ -254,8 +258,8 @@ class Registration:
                 log.debug("registry %s: receive failed: %s", self.registry_url, exc)
                 return
             try:
-                reply = json.loads(raw)
-                if isinstance(reply, dict):
+                reply = read_registry_message(raw)
+                if reply is not None:
                     self._on_reply(reply)
             except Exception:
                 log.debug("registry %s: ignored a malformed reply", self.registry_url, exc_info=True)
@@ -272,20 +276,18 @@ class Registration:
         self._next_id += 1
         return self._next_id
 
-    def _send(self, message: dict[str, Any], sock: zmq.Socket[bytes] | None = None) -> bool:
+    def _send(self, message: bytes, sock: zmq.Socket[bytes] | None = None) -> bool:
         target = self.socket if sock is None else sock
         try:
-            target.send(json.dumps(message, separators=(",", ":")).encode(), zmq.NOBLOCK)
+            target.send(message, zmq.NOBLOCK)
             return True
         except zmq.ZMQError:  # Again: the registry is not connected
             return False
 
     def _send_register(self, now: float) -> None:
         request_id = self._new_id()
-        request = dict(self._request, id=request_id)
-        if self.accepted_name is not None:
-            request["name"] = self.accepted_name
-        if self._send(request):
+        fields = self._request if self.accepted_name is None else dict(self._request, name=self.accepted_name)
+        if self._send(registry_request(REGISTER, request_id, **fields)):
             self._waiting_id = request_id
             self._waiting_until = now + self._reply_timeout
         else:
@@ -294,15 +296,15 @@ class Registration:
 
     def _on_reply(self, reply: dict[str, Any]) -> None:
         now = time.monotonic()
-        request_id = reply.get("id")
-        if reply.get("ok") is True:
+        request_id = registry_id(reply)
+        if registry_succeeded(reply):
             if request_id == self._waiting_id and isinstance(reply.get("lease"), str):
                 self._accepted(reply, now)
             elif self._lease is not None:
                 self._last_answer = now
                 self._silent_logged = False
             return
-        error = reply.get("error")
+        error, message = registry_failure(reply)
         if (
             error == "unknown"
             and self._lease is not None
@@ -315,7 +317,7 @@ class Registration:
             self._next_due = now
             self._backoff = _FIRST_BACKOFF
         elif request_id == self._waiting_id:
-            log.error("registry %s refused %s: %s", self.registry_url, self.name, reply.get("message", error))
+            log.error("registry %s refused %s: %s", self.registry_url, self.name, message or error)
             self._waiting_id = None
             self._next_due = now + self._heartbeat
 

@@ -109,7 +109,7 @@ def _registry_cmd(args: argparse.Namespace) -> int:
     if args.secret_key is not None:
         allowed = args.allowed
         curve = CurveServer(args.secret_key, allowed=allowed, allow_any=allowed is None)
-    Registry(args.bind, ttl=args.ttl, curve=curve).serve()
+    Registry(ttl=args.ttl, curve=curve).serve(args.bind)
     return 0
 
 
