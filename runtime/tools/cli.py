@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from codegen.idl_text import to_idl
 from codegen.usage import UsageError
 from runtime import (
     Client,
@@ -31,6 +30,7 @@ from runtime import (
     watch,
     write_keypair,
 )
+from runtime.schema.idl_text import to_idl
 
 CONNECT_TIMEOUT = 3.0
 
