@@ -170,7 +170,7 @@ def hosts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
     rig.spawn(
         rig.registry,
-        ["-m", "codegen.cli", "registry", "--bind", REGISTRY_URL],
+        ["-m", "runtime.tools.cli", "registry", "--bind", REGISTRY_URL],
         "registry.log",
         request.addfinalizer,
     )

@@ -124,9 +124,8 @@ class AsyncRequests(ClientCore[SignalT]):
         """Encode, send at once when the socket takes it, and await one future.
 
         The reply's deadline goes to ``Deadlines``, whose one timer fails the future with
-        ``CallTimeout``, rather than an ``asyncio.timeout()`` around each await, which
-        would cost more than the rest of a pipelined call. A late reply then finds no
-        future and is dropped.
+        ``CallTimeout``: a timer of its own (``asyncio.timeout()``) would be made and
+        cancelled for every call. A late reply then finds no future and is dropped.
         """
         sync = self._ensure_socket()[0]
         request_id = next(self._ids)
