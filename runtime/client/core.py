@@ -164,7 +164,7 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._address}{' closed' if self._closed else ''}>"
 
-    # --- what the drivers leave to the core ---------------------------------------------------------
+    # --- what each driver provides --------------------------------------------------------------------
 
     @abc.abstractmethod
     def _new_signal(self, name: str) -> SignalT:
@@ -174,6 +174,8 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
     def _members_as_attributes(self) -> bool:
         """Whether signals (and an asyncio client's properties) are attributes too: on any subclass of a driver's
         client, which a generated client is; not on the driver's own, whose names come from the server."""
+
+    # --- methods, properties and signals by name; replies ------------------------------------------------
 
     def _method(self, name: str) -> ClientMethod:
         method = self._methods.get(name)
