@@ -1,1 +1,1 @@
-"""zidl's code generator: IDL files in, typed Python modules out, and the `zidl` command line."""
+"""zidl's code generator: IDL files in, typed Python modules out; its `generate` and `check` commands (`cli`)."""

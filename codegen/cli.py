@@ -1,22 +1,25 @@
-"""The `zidl` command line: one sub-command a job, user mistakes as one line and exit 1."""
+"""`zidl generate` and `zidl check`, the code generator's commands on the `zidl` command line (``runtime.tools.cli``).
+
+Their code, and what it needs (PyYAML, jinja2 and ruff: the ``codegen`` extra), is
+imported when one of them runs: a device machine without the extra runs the device
+commands, and is told in one line what to install for these two.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Final
 
-from pydantic import ValidationError
-
-from runtime import ZidlError
-from runtime.tools import cli as device_cli
-
-from .generate import generate
-from .load import IdlErrors, load_interfaces
+from .errors import IdlErrors
 from .usage import UsageError
 
 Command = Callable[[argparse.Namespace], int]
+
+_EXTRA: Final = frozenset({"yaml", "jinja2", "ruff"})
+"""The modules of the ``codegen`` extra."""
 
 
 def _paths(args: argparse.Namespace) -> list[Path]:
@@ -28,6 +31,8 @@ def _paths(args: argparse.Namespace) -> list[Path]:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+
     written = generate(_paths(args), Path(args.output))
     for path in written:
         print(f"wrote {path}")
@@ -37,19 +42,40 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from .load import load_interfaces
+
     loaded = load_interfaces(_paths(args))
     for item in loaded:
         print(f"{item.path}: {item.interface.name} v{item.interface.version} ok")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zidl",
-        description="Typed RPC for devices over ZeroMQ: generate code from IDL files and talk to devices.",
-    )
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+def _reported(name: str, command: Command) -> Command:
+    """``command`` with the IDL's mistakes and the user's reported on stderr (exit 1), and a missing extra named."""
 
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in _EXTRA:
+                raise
+            print(f"zidl: {name} needs the code generator ({exc}): pip install 'zidl[codegen]'", file=sys.stderr)
+            return 1
+        except IdlErrors as exc:
+            for error in exc.errors:
+                print(error, file=sys.stderr)
+            count = len(exc.errors)
+            print(f"zidl: {count} error{'s' if count != 1 else ''}, nothing written", file=sys.stderr)
+            return 1
+        except UsageError as exc:
+            print(f"zidl: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def register(commands: Any) -> None:
+    """Add `generate` and `check` to the `zidl` parser's sub-commands."""
     gen = commands.add_parser(
         "generate",
         help="generate Python modules from IDL files",
@@ -57,41 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("paths", nargs="*", metavar="PATH", help="IDL files or folders (default: idl/)")
     gen.add_argument("-o", "--output", default="generated", help="package folder to write (default: generated/)")
-    gen.set_defaults(run=_generate)
+    gen.set_defaults(run=_reported("generate", _generate))
 
     check = commands.add_parser(
         "check", help="check IDL files, write nothing", description="Check IDL files and report every mistake."
     )
     check.add_argument("paths", nargs="*", metavar="PATH", help="IDL files or folders (default: idl/)")
-    check.set_defaults(run=_check)
-
-    device_cli.register(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    run: Command = args.run
-    try:
-        return run(args)
-    except IdlErrors as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        count = len(exc.errors)
-        print(f"zidl: {count} error{'s' if count != 1 else ''}, nothing written", file=sys.stderr)
-        return 1
-    except UsageError as exc:
-        print(f"zidl: {exc}", file=sys.stderr)
-        return 1
-    except (ZidlError, ValidationError) as exc:
-        print(f"zidl: {device_cli.describe_error(exc)}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as exc:  # a key file that is missing or not a key, a folder that cannot be read
-        print(f"zidl: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    check.set_defaults(run=_reported("check", _check))

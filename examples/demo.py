@@ -50,7 +50,7 @@ class Rig:
         self.processes[name] = subprocess.Popen([sys.executable, *command], env=env, stdout=output, stderr=output)
 
     def start(self) -> None:
-        self._start("registry", "-m", "codegen.cli", "registry", "--bind", self.registry)
+        self._start("registry", "-m", "runtime.tools.cli", "registry", "--bind", self.registry)
         self._start("stage", str(HERE / "dummy_cnc.py"), "--name", "stage")
         for name in ("cam1", "cam2"):
             self._start(name, str(HERE / "dummy_camera.py"), "--name", name, *self.camera_options)

@@ -197,3 +197,39 @@ def test_keygen_and_curve_options_reach_a_secured_registry_and_device(tmp_path: 
         refused = zidl("ls", registry=registry)
         assert refused.returncode == 1
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+WITHOUT_CODEGEN = (
+    "import sys\n"
+    "for name in ('yaml', 'jinja2', 'ruff'):\n"
+    "    sys.modules[name] = None  # as on a device machine without the codegen extra\n"
+    "from runtime.tools.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def zidl_without_codegen(*args: str, registry: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ZIDL_REGISTRY": registry}
+    command = [sys.executable, "-c", WITHOUT_CODEGEN, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=20.0, env=env, check=False)
+
+
+def test_device_commands_run_without_the_code_generator(rig: str, tmp_path: Path) -> None:
+    described = zidl_without_codegen("describe", "cam", registry=rig)
+    assert described.returncode == 0, described.stderr
+    path = tmp_path / "camera.yaml"
+    path.write_text(described.stdout)
+    (loaded,) = load_interfaces([path])
+    assert loaded.interface.hash == INTERFACE.hash
+    assert zidl_without_codegen("set", "cam", "mode", "video", registry=rig).returncode == 0
+    assert zidl_without_codegen("get", "cam", "mode", registry=rig).stdout.strip() == "video"
+
+
+@pytest.mark.parametrize("command", ["generate", "check"])
+def test_generate_and_check_without_the_code_generator_say_what_to_install(rig: str, command: str) -> None:
+    result = zidl_without_codegen(command, "idl", registry=rig)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"zidl: {command} needs the code generator" in lines[0]
+    assert "pip install 'zidl[codegen]'" in lines[0]

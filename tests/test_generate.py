@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from codegen.cli import main
+from runtime.tools.cli import main
 
 ROOT = Path(__file__).parent.parent
 
@@ -34,7 +34,7 @@ def test_generating_twice_gives_the_same_bytes(tmp_path: Path) -> None:
     outputs = [tmp_path / "first", tmp_path / "second"]
     for seed, output in zip(("1", "2"), outputs, strict=True):
         subprocess.run(
-            [sys.executable, "-m", "codegen.cli", "generate", str(ROOT / "idl"), "-o", str(output)],
+            [sys.executable, "-m", "runtime.tools.cli", "generate", str(ROOT / "idl"), "-o", str(output)],
             env={**os.environ, "PYTHONHASHSEED": seed},
             cwd=ROOT,
             check=True,

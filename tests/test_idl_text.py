@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from codegen.idl_text import to_idl
 from codegen.load import load_interfaces
+from codegen.yaml_loader import load_yaml
+from runtime.schema.idl_text import to_idl, yaml_text
 
 ROOT = Path(__file__).parent.parent
 
@@ -33,3 +34,71 @@ def test_printed_idl_inlines_imported_declarations(tmp_path: Path) -> None:
     (alone / "lamp.yaml").write_text(to_idl(lamp.interface))
     (reloaded,) = load_interfaces([alone / "lamp.yaml"])
     assert reloaded.interface.to_dict() == lamp.interface.to_dict()
+
+
+TRICKY = [
+    "",
+    " leading",
+    "trailing ",
+    "true",
+    "False",
+    "null",
+    "~",
+    "1",
+    "-2",
+    "1.0",
+    "1e3",
+    ".inf",
+    "0x1f",
+    "0o17",
+    "yes",
+    "a: b",
+    "a:b",
+    "ends:",
+    "a #comment",
+    "#hash",
+    "- dash",
+    "[list]",
+    "{map}",
+    "x, y",
+    "'quoted'",
+    '"double"',
+    "back\\slash",
+    "line\nbreak",
+    "tab\there",
+    "del\x7f",
+    "nel\x85",
+    "ls\u2028ps\u2029",
+    "bom\ufeff",
+    "caf\u00e9",
+    "emoji \U0001f600",
+    "*alias",
+    "&anchor",
+    "!tag",
+    "%directive",
+    "@at",
+    "`tick",
+    "? key",
+    "| pipe",
+    "> fold",
+    "---",
+    "...",
+    "tuple[int, int]",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_printed_strings_read_back_as_themselves(text: str) -> None:
+    value = {"name": text, text or "empty": [text, {text or "k": text}], "nested": {"doc": text}}
+    printed = yaml_text(value)
+    assert load_yaml(printed, Path("x.yaml")).plain() == value, printed
+
+
+def test_printed_values_read_back_as_the_same_values() -> None:
+    value = {
+        "numbers": [0, -1, 10**20, 1.0, -0.5, 1e-05, 1.5e300, float("inf"), float("-inf")],
+        "others": [None, True, False, [], {}, [[1, "a"], {"k": [2]}]],
+        "empty": {},
+        "deep": {"a": {"b": {"c": None}}},
+    }
+    assert load_yaml(yaml_text(value), Path("x.yaml")).plain() == value

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from codegen.cli import main
+from runtime.tools.cli import main
 
 ROOT = Path(__file__).parent.parent
 

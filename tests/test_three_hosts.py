@@ -95,12 +95,15 @@ class Hosts:
     def spawn(
         self, namespace: str, args: list[str], log: str, finalizer: Callable[[Callable[[], object]], None]
     ) -> subprocess.Popen[bytes]:
-        """Start ``python ARGS`` on ``namespace``, output to ``logs/LOG``; ``finalizer`` registers its end."""
+        """Start ``python ARGS`` on ``namespace``, output to ``logs/LOG``; ``finalizer`` registers its end.
+
+        ``-P``: a script's own folder (tests/fixtures, which has a ``generated``) does not shadow the bundled one.
+        """
         path = self.logs / log
         self.log_files.append(path)
         with path.open("wb") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", namespace, sys.executable, *args],
+                ["ip", "netns", "exec", namespace, sys.executable, "-P", *args],
                 cwd=ROOT,
                 env=_env(),
                 stdin=subprocess.DEVNULL,
@@ -170,7 +173,7 @@ def hosts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
     rig.spawn(
         rig.registry,
-        ["-m", "codegen.cli", "registry", "--bind", REGISTRY_URL],
+        ["-m", "runtime.tools.cli", "registry", "--bind", REGISTRY_URL],
         "registry.log",
         request.addfinalizer,
     )
@@ -188,7 +191,7 @@ def _call_from_client_host(hosts: Hosts, name: str) -> dict[str, Any]:
     """Run the client on the client host: it waits for ``name``, looks it up, calls it; its JSON report."""
     args = [str(FIXTURES / "three_hosts_client.py"), "--registry", REGISTRY_URL, "--name", name]
     process = subprocess.Popen(
-        ["ip", "netns", "exec", hosts.client, sys.executable, *args, "--timeout", str(CLIENT_TIMEOUT)],
+        ["ip", "netns", "exec", hosts.client, sys.executable, "-P", *args, "--timeout", str(CLIENT_TIMEOUT)],
         cwd=ROOT,
         env=_env(),
         stdin=subprocess.DEVNULL,

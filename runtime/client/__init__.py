@@ -1,7 +1,9 @@
-"""Who calls: the blocking and the asyncio client, their signals and properties."""
+"""Who calls: the shared client core, the blocking and the asyncio driver, their signals and properties."""
 
-from runtime.client.aio import AsyncClient, AsyncProperty, AsyncReadOnlyProperty
+from runtime.client.aio import AsyncClient
+from runtime.client.aio_signals import AsyncSignal
+from runtime.client.awaitables import AsyncProperty, AsyncReadOnlyProperty
 from runtime.client.blocking import Client
-from runtime.client.signals import AsyncSignal, Signal
+from runtime.client.signals import Signal
 
 __all__ = ["AsyncClient", "AsyncProperty", "AsyncReadOnlyProperty", "AsyncSignal", "Client", "Signal"]

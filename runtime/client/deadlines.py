@@ -14,15 +14,15 @@ Expire = Callable[[int, str, str | None, float | None], None]
 class Deadlines:
     """When each call in flight gives up, on one ``loop.call_at`` timer for all of them.
 
-    A timer per call (a ``TimerHandle``, its heap entry compared in Python, its
-    cancellation) was a third of the Python an asyncio client ran per pipelined call.
-    Here the entries are ``(deadline, request id, ...)`` tuples in a heap, compared in
-    C, and the one timer is armed for the earliest deadline. An entry whose call has
-    ended (its id no longer ``live``) stays until it reaches the top of the heap,
-    where ``add`` and the timer drop it: calls that end in the order they were made
-    keep the heap about as long as the number of calls in flight. Behind one long
-    call the ended ones pile up; ``add`` then keeps only the live ones, so the heap
-    never holds more than about twice as many entries as there are calls in flight.
+    A timer per call would cost each call a ``TimerHandle``, its heap entry compared
+    in Python and its cancellation. Here the entries are ``(deadline, request id, ...)``
+    tuples in a heap, compared in C, and the one timer is armed for the earliest
+    deadline. An entry whose call has ended (its id no longer ``live``) stays until it
+    reaches the top of the heap, where ``add`` and the timer drop it: calls that end in
+    the order they were made keep the heap about as long as the number of calls in
+    flight. Behind one long call the ended ones pile up; ``add`` then keeps only the
+    live ones, so the heap never holds more than about twice as many entries as there
+    are calls in flight.
     """
 
     def __init__(self, expire: Expire, live: Collection[int]) -> None:

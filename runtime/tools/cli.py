@@ -1,298 +1,64 @@
-"""The `zidl` commands that talk to devices: registry, ls, describe, call, get, set, watch; and keygen.
+"""The `zidl` command line: one sub-command a job, a user's mistake as one line and exit status 1.
 
-They need no generated code: a device describes its interface in the handshake
-(as grpcurl uses reflection), and arguments are validated against that
-description before they are sent. A DEVICE is a registered name or an address.
+The device commands (``runtime.tools.devices``) need only the runtime; `generate`
+and `check` come from the code generator (``codegen.cli``), whose own dependencies
+are imported only when one of them runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import threading
-import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from codegen.idl_text import to_idl
-from codegen.usage import UsageError
-from runtime import (
-    Client,
-    CurveClient,
-    CurveServer,
-    DeviceRecord,
-    Registry,
-    ZidlError,
-    list_devices,
-    watch,
-    write_keypair,
-)
+from runtime.errors import ZidlError
+from runtime.tools import devices
 
-CONNECT_TIMEOUT = 3.0
+Command = Callable[[argparse.Namespace], int]
 
 
-def _value(text: str) -> Any:
-    """A command-line value: JSON when it parses as JSON, else the string itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _assignments(items: list[str]) -> dict[str, Any]:
-    args: dict[str, Any] = {}
-    for item in items:
-        name, equals, text = item.partition("=")
-        if not equals or not name:
-            raise UsageError(f"expected ARG=VALUE, not {item!r}")
-        args[name] = _value(text)
-    return args
-
-
-def _curve(args: argparse.Namespace) -> CurveClient | None:
-    """CurveZMQ towards the registry (a DEVICE given by name) or the device (given by address), if asked for."""
-    if args.server_key is None and args.key is None:
-        return None
-    return CurveClient(args.server_key, secret_key=args.key)
-
-
-def _connect(args: argparse.Namespace) -> Client:
-    if "://" in args.device:
-        return Client.connect(args.device, timeout=CONNECT_TIMEOUT, curve=_curve(args))
-    return Client.lookup(args.device, registry=args.registry, timeout=CONNECT_TIMEOUT, curve=_curve(args))
-
-
-def _plain(value: Any, output: Path | None = None) -> Any:
-    """A JSON-friendly form of a result: bytes and arrays summarised (or bytes saved to ``output``)."""
-    if isinstance(value, BaseModel):
-        return {name: _plain(getattr(value, name), output) for name in type(value).model_fields}
-    if isinstance(value, bytes | bytearray | memoryview):
-        if output is not None:
-            output.write_bytes(value)
-            return f"<{len(value)} bytes written to {output}>"
-        return f"<{len(value)} bytes>"
-    if isinstance(value, np.ndarray):
-        return f"<ndarray dtype={value.dtype} shape={tuple(value.shape)}>"
-    if isinstance(value, dict):
-        return {key: _plain(item, output) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item, output) for item in value]
-    if hasattr(value, "value") and hasattr(value, "name"):  # an enum member
-        return value.value
-    return value
-
-
-def _show(value: Any, *, as_json: bool, output: Path | None = None) -> None:
-    plain = _plain(value, output)
-    if as_json or not isinstance(plain, str):
-        print(json.dumps(plain, indent=None if as_json else 2))
-    else:
-        print(plain)
-
-
-def _keygen(args: argparse.Namespace) -> int:
-    try:
-        public, secret = write_keypair(args.output, args.name)
-    except OSError as exc:  # FileExistsError included: never overwrite a key
-        raise UsageError(str(exc)) from None
-    print(f"public key: {public} (give it to the peers that must accept this one)")
-    print(f"secret key: {secret} (keep it private)")
-    return 0
-
-
-def _registry_cmd(args: argparse.Namespace) -> int:
-    curve = None
-    if args.secret_key is not None:
-        allowed = args.allowed
-        curve = CurveServer(args.secret_key, allowed=allowed, allow_any=allowed is None)
-    Registry(ttl=args.ttl, curve=curve).serve(args.bind)
-    return 0
-
-
-def _ls(args: argparse.Namespace) -> int:
-    devices = list_devices(registry=args.registry, interface=args.interface, curve=_curve(args))
-    if args.json:
-        print(json.dumps([_record(device) for device in devices], indent=2))
-        return 0
-    rows = [("NAME", "INTERFACE", "VERSION", "ADDRESS", "LAST HEARTBEAT")] + [
-        (d.name, d.interface, str(d.version), d.address, f"{d.last_heartbeat:.1f} s ago") for d in devices
-    ]
-    widths = [max(len(row[column]) for row in rows) for column in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def _record(device: DeviceRecord) -> dict[str, Any]:
-    return {
-        "name": device.name,
-        "interface": device.interface,
-        "version": device.version,
-        "address": device.address,
-        "last_heartbeat": device.last_heartbeat,
-    }
-
-
-def _describe(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
-        print(to_idl(client.interface), end="")
-    return 0
-
-
-def _call(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
-        method = client.interface.find_method(args.method)
-        if method is None:
-            known = ", ".join(m.name for m in client.interface.methods) or "none"
-            raise UsageError(f"{args.device} has no method {args.method!r} (its methods: {known})")
-        timeout = args.timeout if args.timeout is not None else method.timeout
-        result = client._call(args.method, _assignments(args.args), timeout)
-        if not method.oneway and method.return_type != "none":
-            _show(result, as_json=args.json, output=args.output)
-    return 0
-
-
-def _get(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
-        _show(client._get(args.property), as_json=args.json)
-    return 0
-
-
-def _set(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
-        client._set(args.property, _value(args.value))
-    return 0
-
-
-def _watch(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-    if args.device is None:
-
-        def on_change(change: str, device: DeviceRecord) -> None:
-            stamp = time.strftime("%H:%M:%S")
-            where = f"{device.interface} v{device.version} {device.address}"
-            print(f"{stamp} {change:<7} {device.name} {where}", flush=True)
-
-        watcher = watch(on_change, registry=args.registry, curve=_curve(args))
-        try:
-            stop.wait()
-        finally:
-            watcher.close()
-        return 0
-    with _connect(args) as client:
-        names = args.signals or [signal.name for signal in client.interface.signals]
-        for name in names:
-            if client.interface.find_signal(name) is None:
-                known = ", ".join(s.name for s in client.interface.signals) or "none"
-                raise UsageError(f"{args.device} has no signal {name!r} (its signals: {known})")
-
-        def printer(name: str) -> Any:
-            def show(*values: Any) -> None:
-                rendered = " ".join(json.dumps(_plain(value)) for value in values)
-                print(f"{time.strftime('%H:%M:%S')} {name} {rendered}", flush=True)
-
-            return show
-
-        for name in names:
-            client.signal(name).connect(printer(name))
-        print(f"watching {', '.join(names)} on {args.device}; Ctrl-C stops", file=sys.stderr)
-        stop.wait()
-    return 0
-
-
-def register(commands: Any) -> None:
-    """Add the device commands to the `zidl` parser's sub-commands."""
-
-    def device_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument(
-            "--registry", default=None, help="registry address (default: $ZIDL_REGISTRY, else tcp://127.0.0.1:5555)"
-        )
-        parser.add_argument(
-            "--server-key",
-            default=None,
-            metavar="KEY",
-            help="CurveZMQ: the public key (Z85 or .key file) of the registry, or of the device given by address",
-        )
-        parser.add_argument(
-            "--key", default=None, metavar="SECRET", help="CurveZMQ: your own secret key (Z85 or .key_secret file)"
-        )
-        return parser
-
-    keygen = commands.add_parser(
-        "keygen",
-        help="write a CurveZMQ key pair",
-        description="Write a CurveZMQ key pair as ZeroMQ certificates: DIR/NAME.key (public, to share) and "
-        "DIR/NAME.key_secret (both keys, mode 0600, to keep). Existing files are never overwritten.",
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zidl",
+        description="Typed RPC for devices over ZeroMQ: generate code from IDL files and talk to devices.",
     )
-    keygen.add_argument("-o", "--output", type=Path, default=Path("."), help="folder to write to (default: .)")
-    keygen.add_argument("--name", default="zidl", help="file name without extension (default: zidl)")
-    keygen.set_defaults(run=_keygen)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    from codegen.cli import register  # the code generator's commands: light until one of them runs
 
-    registry = commands.add_parser("registry", help="run a device registry", description="Run a device registry.")
-    registry.add_argument(
-        "--bind", default="tcp://127.0.0.1:5555", help="address to serve on (default tcp://127.0.0.1:5555)"
-    )
-    registry.add_argument(
-        "--ttl", type=float, default=3.0, help="seconds a device stays registered without a heartbeat"
-    )
-    registry.add_argument(
-        "--secret-key", default=None, metavar="SECRET", help="CurveZMQ: the registry's secret key (.key_secret file)"
-    )
-    registry.add_argument(
-        "--allowed", default=None, metavar="DIR", help="CurveZMQ: folder of allowed client public keys (default: any)"
-    )
-    registry.set_defaults(run=_registry_cmd)
-
-    ls = device_command("ls", "list the registered devices")
-    ls.add_argument("--interface", default=None, help="only devices of this interface")
-    ls.add_argument("--json", action="store_true", help="print a JSON list")
-    ls.set_defaults(run=_ls)
-
-    describe = device_command("describe", "print a device's interface as an IDL file")
-    describe.add_argument("device", metavar="DEVICE", help="a registered name or an address")
-    describe.set_defaults(run=_describe)
-
-    call = device_command("call", "call a method of a device")
-    call.add_argument("device", metavar="DEVICE", help="a registered name or an address")
-    call.add_argument("method", metavar="METHOD")
-    call.add_argument(
-        "args", nargs="*", metavar="ARG=VALUE", help="arguments; a VALUE is JSON if it parses, else a string"
-    )
-    call.add_argument("-o", "--output", type=Path, default=None, help="write a bytes result to this file")
-    call.add_argument("--json", action="store_true", help="print the result as JSON")
-    call.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: the method's own)")
-    call.set_defaults(run=_call)
-
-    get = device_command("get", "read a property of a device")
-    get.add_argument("device", metavar="DEVICE", help="a registered name or an address")
-    get.add_argument("property", metavar="PROPERTY")
-    get.add_argument("--json", action="store_true", help="print the value as JSON")
-    get.set_defaults(run=_get)
-
-    set_ = device_command("set", "write a property of a device")
-    set_.add_argument("device", metavar="DEVICE", help="a registered name or an address")
-    set_.add_argument("property", metavar="PROPERTY")
-    set_.add_argument("value", metavar="VALUE", help="JSON if it parses, else a string")
-    set_.set_defaults(run=_set)
-
-    watch_ = device_command("watch", "print a device's signals, or devices coming and going, until Ctrl-C")
-    watch_.add_argument("device", metavar="DEVICE", nargs="?", default=None, help="a registered name or an address")
-    watch_.add_argument("signals", metavar="SIGNAL", nargs="*", help="signals to print (default: all)")
-    watch_.set_defaults(run=_watch)
+    register(commands)
+    devices.register(commands)
+    return parser
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_error(exc: ZidlError | ValidationError) -> str:
     """One line for an error a device command met."""
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}" for error in exc.errors()
         )
         return f"invalid value: {problems}"
-    if isinstance(exc, ZidlError):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return str(exc)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Command = args.run
+    try:
+        return run(args)
+    except devices.UsageError as exc:
+        print(f"zidl: {exc}", file=sys.stderr)
+        return 1
+    except (ZidlError, ValidationError) as exc:
+        print(f"zidl: {describe_error(exc)}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:  # a key file that is missing or not a key, a folder that cannot be read
+        print(f"zidl: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

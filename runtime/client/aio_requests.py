@@ -1,0 +1,279 @@
+"""How an asyncio client's requests travel: all of their I/O behind ``_request``.
+
+One DEALER socket belongs to the event loop. Each request gets a future keyed by
+its id in the table of calls waiting (``_pending``); a reader task resolves them as
+replies arrive, and a monitor task fails the calls in flight with ``ConnectionLost``
+when the connection drops. The deadlines of the calls in flight share one loop timer
+(``Deadlines``) that fails their futures; a late reply finds no future and is
+dropped. A request that cannot be sent within the client's timeout asks the registry
+again (``_ask_registry``, a client found by name); only a request never sent goes to
+the new address.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from runtime.client.core import ClientCore, SignalT, device_patience
+from runtime.client.deadlines import Deadlines
+from runtime.errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost
+from runtime.protocol.messages import read_reply, request
+from runtime.protocol.names import HELLO, OK
+from runtime.protocol.wire import Limits, Writer, encode
+from runtime.transport.dealer import make_dealer
+from runtime.transport.monitor import Monitor, handshake_failure
+from runtime.transport.security import CurveClient
+from runtime.transport.sockets import NOBLOCK, Heartbeat, Socket, readable, recv_frames, send_frames, translate
+
+logger = logging.getLogger(__name__)
+
+Reply = tuple[Any, Any]
+"""A reply's kind and body, as a call's future receives it."""
+
+
+class AsyncRequests(ClientCore[SignalT]):
+    """An asyncio client's requests over one DEALER on its loop; ``AsyncClient`` builds on it."""
+
+    def __init__(
+        self, address: str, timeout: float | None, heartbeat: Heartbeat, limits: Limits, curve: CurveClient | None
+    ) -> None:
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._unsent: set[int] = set()
+        """The requests in ``_pending`` still waiting to be sent; the others are in flight."""
+        self._deadlines = Deadlines(self._expire, self._pending)
+        self._sync: Socket | None = None
+        self._looking = False
+        """A look for replies is due in this turn of the loop (``_look_for_replies``)."""
+        self._socket: zmq.asyncio.Socket | None = None
+        self._monitor: Monitor | None = None
+        self._monitor_socket: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._locate: Callable[[float], Awaitable[str]] | None = None
+        """Asks the registry where the device is now (a client found by name), given how long to wait."""
+        super().__init__(address, timeout, heartbeat, limits, curve)
+
+    @abc.abstractmethod
+    async def _ask_registry(self, tried: str) -> None:
+        """A request could not be sent to ``tried`` in time: move if the registry places the device elsewhere."""
+
+    async def _end_requests(self) -> None:
+        """The client is closed: stop reading, fail every call with ``ClientClosed``, close the socket."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._fail_all(lambda: ClientClosed(f"{self._what()} was closed"), in_flight_only=False)
+        self._deadlines.close()
+        self._close_socket()
+
+    def _drop_connection(self, why: str) -> None:
+        """Leave the connection (the device moved): the calls in flight on it fail with ``ConnectionLost``; those not
+        yet sent, and the next requests, go to ``_address`` on a new one."""
+        for task in self._tasks:
+            task.cancel()
+        self._fail_all(lambda: ConnectionLost(f"{self._what()}: {why}"), in_flight_only=True)
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        """Close the DEALER and its monitor (``close()``, or a move to a new address)."""
+        for each in (self._monitor_socket, self._socket):
+            if each is not None:
+                each.close(linger=0)
+        if self._monitor is not None:
+            self._monitor.close()
+        if self._sync is not None:
+            self._sync.close(linger=0)
+        self._monitor_socket = self._socket = self._monitor = self._sync = None
+
+    def _ensure_socket(self) -> tuple[Socket, zmq.asyncio.Socket]:
+        """The DEALER, made on first use: as a plain socket (to send and read what is there) and for awaiting."""
+        if self._closed:
+            raise ClientClosed(f"{self._what()} is closed")
+        if self._sync is None or self._socket is None:
+            self._sync, self._monitor = make_dealer(self._address, self._heartbeat, self._curve)
+            self._socket = zmq.asyncio.Socket.from_socket(self._sync)
+            self._monitor_socket = zmq.asyncio.Socket.from_socket(self._monitor.socket)
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._read(self._sync, self._socket)),
+                loop.create_task(self._watch(self._monitor_socket)),
+            ]
+        return self._sync, self._socket
+
+    async def _request(
+        self,
+        kind: str,
+        name: str | None,
+        body: Any,
+        timeout: float | None,
+        *,
+        oneway: bool = False,
+        write: Writer = encode,
+    ) -> Any:
+        """Encode, send at once when the socket takes it, and await one future.
+
+        The reply's deadline goes to ``Deadlines``, whose one timer fails the future with
+        ``CallTimeout``: a timer of its own (``asyncio.timeout()``) would be made and
+        cancelled for every call. A late reply then finds no future and is dropped.
+        """
+        sync = self._ensure_socket()[0]
+        request_id = next(self._ids)
+        frames = request(request_id, kind, name, timeout, body, write)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        reply: asyncio.Future[Reply] = loop.create_future()
+        self._pending[request_id] = reply
+        try:
+            try:
+                send_frames(sync, frames, NOBLOCK)
+            except zmq.Again:  # not connected yet, or at the high-water mark
+                self._unsent.add(request_id)
+                try:
+                    await self._send_by(deadline, frames, reply, kind, name, timeout)
+                finally:
+                    self._unsent.discard(request_id)
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where(kind, name)) from exc
+            else:
+                self._look_for_replies(loop)
+            if oneway:
+                return None
+            if deadline is not None:
+                self._deadlines.add(loop, deadline, request_id, kind, name, timeout)
+            reply_kind, result = await reply
+        finally:
+            del self._pending[request_id]
+        if reply_kind == OK:
+            return result
+        return self._outcome(reply_kind, result, kind, name)
+
+    def _expire(self, request_id: int, kind: str, name: str | None, timeout: float | None) -> None:
+        """A reply's deadline passed: the caller gets ``CallTimeout`` and the client stays usable."""
+        reply = self._pending.get(request_id)
+        if reply is not None and not reply.done():
+            reply.set_exception(CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s"))
+
+    async def _send_by(
+        self,
+        deadline: float | None,
+        frames: list[Any],
+        reply: asyncio.Future[Reply],
+        kind: str,
+        name: str | None,
+        timeout: float | None,
+    ) -> None:
+        """Send a request the socket could not take at once, giving up at ``deadline``."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._send_when_connected(frames, reply, kind)
+        except TimeoutError:
+            where = self._where(kind, name)
+            raise CallTimeout(f"{where}: {self._address} could not be reached within {timeout} s") from None
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(kind, name)) from exc
+
+    async def _send_when_connected(self, frames: list[Any], reply: asyncio.Future[Reply], kind: str) -> None:
+        """Wait to send; a refused handshake (``_watch`` fails ``reply``) ends the wait at once.
+
+        A client found by name asks the registry again after each ``timeout`` of the
+        client's without sending, and sends to where the device is now. A send still
+        waiting is cancelled, so it never reaches the old address: the request is sent once.
+        """
+        loop = asyncio.get_running_loop()
+        follow = self._locate is not None and kind != HELLO
+        ask_again = loop.time() + device_patience(self._timeout)
+        while True:
+            tried = self._address
+            socket = self._ensure_socket()[1]
+            sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future already: no task
+            try:
+                wait = max(0.0, ask_again - loop.time()) if follow else None
+                await asyncio.wait((sending, reply), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not sending.done():
+                    sending.cancel()
+            if not sending.cancelled():
+                sending.result()
+                return
+            if reply.done():
+                reply.result()  # raises why the connection was refused
+            if follow and tried == self._address and loop.time() >= ask_again:
+                await self._ask_registry(tried)
+                ask_again = loop.time() + device_patience(self._timeout)
+
+    async def _read(self, sync: Socket, socket: zmq.asyncio.Socket) -> None:
+        """Await a reply, then take every reply already waiting from the plain socket, without a future each."""
+        while True:
+            try:
+                self._resolve(await socket.recv_multipart(copy=False))
+                self._take_replies(sync)
+            except zmq.ZMQError:
+                return
+
+    def _look_for_replies(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a send on the plain socket: take the replies waiting, once the sends of this turn of the loop are made.
+
+        The socket's file descriptor is edge-triggered, and a send may consume the notice
+        that a reply arrived, which zmq.asyncio (not having made the send) would never see;
+        reading until nothing is left re-arms it. The calls a batch of replies wakes send
+        in the same turn of the loop, so one look serves them all.
+        """
+        if not self._looking:
+            self._looking = True
+            loop.call_soon(self._look)
+
+    def _look(self) -> None:
+        self._looking = False
+        if self._sync is not None:  # else closed (or moving) since
+            self._take_replies(self._sync)
+
+    def _take_replies(self, sync: Socket) -> None:
+        """Resolve every reply waiting on the plain socket."""
+        while readable(sync):
+            self._resolve(recv_frames(sync, flags=NOBLOCK))
+
+    def _resolve(self, frames: list[Any]) -> None:
+        try:
+            request_id, kind, body = read_reply(frames, self._limits)
+        except Exception:
+            logger.exception("%s: dropped a reply that could not be read", self._what())
+            return
+        reply = self._pending.get(request_id)
+        if reply is None or reply.done():
+            logger.debug("%s: dropped a late reply (id %s)", self._what(), request_id)
+            return
+        reply.set_result((kind, body))
+
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames: list[bytes] = await monitor.recv_multipart()
+            except zmq.ZMQError:
+                return
+            event = parse_monitor_message(frames)
+            refused = handshake_failure(event["event"], event["value"])
+            if refused is not None:
+                self._fail_all(
+                    functools.partial(AuthenticationFailed, f"{self._what()}: {refused}"), in_flight_only=False
+                )
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._fail_all(
+                    lambda: ConnectionLost(f"{self._what()}: the connection was lost during the call"),
+                    in_flight_only=True,
+                )
+
+    def _fail_all(self, error: Callable[[], Exception], *, in_flight_only: bool) -> None:
+        for request_id, reply in list(self._pending.items()):
+            if (not in_flight_only or request_id not in self._unsent) and not reply.done():
+                reply.set_exception(error())
