@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import zmq
-from fixtures.echo_device import FAST_HEARTBEAT, Echo
+from fixtures.echo_device import Echo
 from fixtures.generated.echo import EchoClient
 
 from runtime import RemoteError
@@ -35,7 +35,7 @@ def device() -> Held:
 
 @pytest.fixture
 def address(device: Held) -> Iterator[str]:
-    with device.running("tcp://127.0.0.1:0", heartbeat=FAST_HEARTBEAT) as bound:
+    with device.running("tcp://127.0.0.1:0") as bound:
         try:
             yield bound
         finally:
@@ -73,7 +73,7 @@ def _reply(sock: zmq.Socket[bytes]) -> dict[str, Any]:
 
 
 def test_calls_leave_the_table_once_answered_failed_or_ended(address: str, device: Held) -> None:
-    with EchoClient.connect(address, timeout=5.0, heartbeat=FAST_HEARTBEAT) as client:
+    with EchoClient.connect(address, timeout=5.0) as client:
         assert client.add(1) == 2
         assert _in_flight(device) == set()
         with pytest.raises(RemoteError):

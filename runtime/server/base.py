@@ -1,8 +1,10 @@
 """The server base: what a generated skeleton inherits (property storage and notification, signal emission, serving).
 
-Serving is three layers: ``engine`` moves the messages (the sockets and the
-leader/standby handoff), ``dispatcher`` says what each means and keeps the table
-of calls in flight, ``runners`` run the implementations.
+A generated ``CameraServer(Server, interface=INTERFACE)`` declares abstract methods,
+annotated properties and signals; this module supplies the behaviour. Serving is
+three layers: ``engine`` moves the messages (the sockets and the leader/standby
+handoff), ``dispatcher`` says what each means and keeps the table of calls in
+flight, ``runners`` run the implementations.
 """
 
 from __future__ import annotations
