@@ -97,7 +97,7 @@ class Hosts:
     ) -> subprocess.Popen[bytes]:
         """Start ``python ARGS`` on ``namespace``, output to ``logs/LOG``; ``finalizer`` registers its end.
 
-        ``-P``: a script's own folder (tests/fixtures, which has a ``generated``) does not shadow the bundled one.
+        ``-P``: a script's own folder (tests/fixtures has a ``generated`` of its own) does not shadow the bundled one.
         """
         path = self.logs / log
         self.log_files.append(path)
