@@ -29,6 +29,7 @@ from runtime.client.core import (
 from runtime.errors import ClientClosed, ZidlError
 from runtime.protocol.names import CALL, GET, HELLO, SET
 from runtime.protocol.wire import DEFAULT_LIMITS, NO_BODY, Limits
+from runtime.registry.client import lookup_async
 from runtime.schema.interface import Interface
 from runtime.transport.security import CurveClient
 from runtime.transport.sockets import DEFAULT_HEARTBEAT, Heartbeat
@@ -106,8 +107,6 @@ class AsyncClient(AsyncRequests[AsyncSignal[...]]):
         """
 
         async def connect() -> Self:
-            from runtime.registry.client import lookup_async
-
             async def find(wait: float) -> tuple[str, CurveClient | None]:
                 record = await lookup_async(name, registry=registry, timeout=wait, curve=curve)
                 return record.address, (curve or CurveClient(None)).towards(record.public_key)

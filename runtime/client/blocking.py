@@ -28,6 +28,7 @@ from runtime.client.signals import Signal, SignalHub
 from runtime.errors import ClientClosed, ZidlError
 from runtime.protocol.names import CALL, GET, HELLO, SET
 from runtime.protocol.wire import DEFAULT_LIMITS, NO_BODY, Limits
+from runtime.registry.client import lookup
 from runtime.transport.security import CurveClient
 from runtime.transport.sockets import DEFAULT_HEARTBEAT, Heartbeat
 
@@ -104,8 +105,6 @@ class Client(BlockingRequests[Signal[...]]):
         the device's public key comes from the registry; a device registered with a public key is
         reached over Curve even without ``curve`` (with a new key pair, for ``allow_any`` devices).
         Raises ``DeviceNotFound`` or ``RegistryUnavailable``."""
-        from runtime.registry.client import lookup
-
         def find(wait: float) -> tuple[str, CurveClient | None]:
             record = lookup(name, registry=registry, timeout=wait, curve=curve)
             return record.address, (curve or CurveClient(None)).towards(record.public_key)

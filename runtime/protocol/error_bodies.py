@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,14 +46,17 @@ def describe_validation(exc: ValidationError) -> dict[str, Any]:
     return {"kind": "validation", "title": exc.title, "message": str(exc), "errors": errors}
 
 
-def describe_exception(exc: BaseException, traceback: str) -> dict[str, Any]:
-    """The reply form of an exception raised by the implementation."""
+def describe_exception(exc: BaseException, traceback: str, declared: Collection[str] = ()) -> dict[str, Any]:
+    """The reply form of an exception raised by the implementation; ``declared`` names the interface's IDL errors.
+
+    A ``RemoteError`` subclass the interface does not declare travels as a plain remote error.
+    """
     if isinstance(exc, ValidationError):
         out = describe_validation(exc)
         out["traceback"] = traceback
         return out
     if isinstance(exc, RemoteError):
-        kind = "declared" if type(exc) is not RemoteError else "remote"
+        kind = "declared" if type(exc) is not RemoteError and exc.type in declared else "remote"
         return {
             "kind": kind,
             "type": exc.type,

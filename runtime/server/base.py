@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-import os
 import signal as signals
 import threading
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import numpy as np
 
 from runtime.errors import ZidlError
 from runtime.protocol.wire import DEFAULT_LIMITS, Limits
+from runtime.registry.client import registry_address
 from runtime.schema.validation import InterfaceBound, Tables
 from runtime.server.dispatcher import Dispatcher
 from runtime.server.engine import Engine
@@ -191,10 +191,8 @@ class Server(InterfaceBound, abc.ABC):
     ) -> tuple[str, str, str | None] | None:
         if registry is None and name is None:
             return None
-        from runtime.registry.server import DEFAULT_REGISTRY
-
         return (
-            registry or os.environ.get("ZIDL_REGISTRY") or DEFAULT_REGISTRY,
+            registry_address(registry),
             name or self._zidl_table().interface.name.lower(),
             advertise,
         )

@@ -14,20 +14,18 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import zmq
 from zmq import zmq_poll
 
+from runtime.registry.registration import Registration
 from runtime.schema.interface import Interface
 from runtime.server.runners import Call
 from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import beside
 from runtime.transport.security import CurveClient, CurveServer, Grant
 from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, send_frames, zmq_errors
-
-if TYPE_CHECKING:
-    from runtime.registry.registration import Registration
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +134,6 @@ class Engine:
 
     def register(self, registry: str, name: str, advertise: str | None, curve: CurveClient | None = None) -> None:
         """Keep the device registered as ``name`` while serving (driven by the I/O thread)."""
-        from runtime.registry.registration import Registration
-
         self.registration = Registration(
             registry,
             name,

@@ -145,8 +145,5 @@ class PropertyWriter:
 
 
 def _describe_raised(exc: Exception, errors: Mapping[str, type[RemoteError]]) -> dict[str, Any]:
-    """The error body of what an implementation raised; a declared error not in this interface becomes remote."""
-    out = describe_exception(exc, traceback.format_exc())
-    if out["kind"] == "declared" and out["type"] not in errors:
-        out["kind"] = "remote"
-    return out
+    """The error body of what an implementation raised."""
+    return describe_exception(exc, traceback.format_exc(), errors)
