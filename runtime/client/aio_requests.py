@@ -58,6 +58,10 @@ class AsyncRequests(ClientCore[SignalT]):
         self._monitor: Monitor | None = None
         self._monitor_socket: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._reconnected = asyncio.Event()
+        """Clear from a drop of the connection until a new one is up: a message sent meanwhile may go down with the
+        old one, so none is sent."""
+        self._reconnected.set()
         self._locate: Callable[[float], Awaitable[str]] | None = None
         """Asks the registry where the device is now (a client found by name), given how long to wait."""
         super().__init__(address, timeout, heartbeat, limits, curve)
@@ -92,6 +96,7 @@ class AsyncRequests(ClientCore[SignalT]):
                 each.close(linger=0)
         if self._monitor is not None:
             self._monitor.close()
+        self._reconnected.set()  # a new socket starts with no dropped connection
         if self._sync is not None:
             self._sync.close(linger=0)
         self._monitor_socket = self._socket = self._monitor = self._sync = None
@@ -136,8 +141,10 @@ class AsyncRequests(ClientCore[SignalT]):
         self._pending[request_id] = reply
         try:
             try:
+                if not self._reconnected.is_set():
+                    raise zmq.Again
                 send_frames(sync, frames, NOBLOCK)
-            except zmq.Again:  # not connected yet, or at the high-water mark
+            except zmq.Again:  # not connected yet, or at the high-water mark, or reconnecting
                 self._unsent.add(request_id)
                 try:
                     await self._send_by(deadline, frames, reply, kind, name, timeout)
@@ -196,14 +203,19 @@ class AsyncRequests(ClientCore[SignalT]):
         while True:
             tried = self._address
             socket = self._ensure_socket()[1]
-            sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future already: no task
+            wait = max(0.0, ask_again - loop.time()) if follow else None
+            sending = None
+            if self._reconnected.is_set():
+                sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future: no task
+                waiting: asyncio.Future[Any] = sending
+            else:
+                waiting = asyncio.ensure_future(self._reconnected.wait())
             try:
-                wait = max(0.0, ask_again - loop.time()) if follow else None
-                await asyncio.wait((sending, reply), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((waiting, reply), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                if not sending.done():
-                    sending.cancel()
-            if not sending.cancelled():
+                if not waiting.done():
+                    waiting.cancel()
+            if sending is not None and not sending.cancelled():
                 sending.result()
                 return
             if reply.done():
@@ -267,7 +279,10 @@ class AsyncRequests(ClientCore[SignalT]):
                 self._fail_all(
                     functools.partial(AuthenticationFailed, f"{self._what()}: {refused}"), in_flight_only=False
                 )
+            elif event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._reconnected.set()
             elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._reconnected.clear()
                 self._fail_all(
                     lambda: ConnectionLost(f"{self._what()}: the connection was lost during the call"),
                     in_flight_only=True,

@@ -59,6 +59,8 @@ class _Connection:
         self.sending = zmq.Poller()  # waiting to connect: writable, or the monitor has news (a refused handshake)
         self.sending.register(self.socket, zmq.POLLOUT)
         self.sending.register(self.monitor.socket, zmq.POLLIN)
+        self.reconnecting = zmq.Poller()  # waiting for a new connection after one dropped: the monitor's news
+        self.reconnecting.register(self.monitor.socket, zmq.POLLIN)
         self.busy = threading.Lock()
         self.closed = False
         self._sockets_closed = False
@@ -164,10 +166,13 @@ class BlockingRequests(ClientCore[SignalT]):
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = connection.socket
         connection.monitor.drain()  # forget what happened between calls: only a loss during this one counts
-        try:  # the common case inline: connected, the message goes at once
-            send_frames(sock, frames, NOBLOCK)
-        except zmq.Again:
+        if connection.monitor.dropped:  # the old connection's pipe may still take the message, and lose it
             self._send(connection, frames, deadline, timeout, kind, name)
+        else:
+            try:  # the common case inline: connected, the message goes at once
+                send_frames(sock, frames, NOBLOCK)
+            except zmq.Again:
+                self._send(connection, frames, deadline, timeout, kind, name)
         if oneway:
             return None
         while True:
@@ -215,16 +220,18 @@ class BlockingRequests(ClientCore[SignalT]):
     ) -> None:
         ask_again = time.monotonic() + device_patience(self._timeout)
         while True:
-            try:
-                send_frames(connection.socket, frames, zmq.NOBLOCK)
-                return
-            except zmq.Again:
-                pass  # not connected (yet): messages only go to a completed connection
+            dropped = connection.monitor.dropped  # then only a new connection's handshake lets the message go
+            if not dropped:
+                try:
+                    send_frames(connection.socket, frames, zmq.NOBLOCK)
+                    return
+                except zmq.Again:
+                    pass  # not connected (yet): messages only go to a completed connection
             where = self._where(kind, name)
             wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if wait <= 0:
                 raise CallTimeout(f"{where}: {connection.address} could not be reached within {timeout} s")
-            connection.sending.poll(int(wait * 1000) + 1)
+            (connection.reconnecting if dropped else connection.sending).poll(int(wait * 1000) + 1)
             connection.monitor.drain()
             if connection.monitor.refused is not None:
                 raise AuthenticationFailed(f"{where}: {connection.address}: {connection.monitor.refused}")

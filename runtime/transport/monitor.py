@@ -40,6 +40,8 @@ class Monitor:
             self.socket: Socket = sock.get_monitor_socket(MONITOR_EVENTS)
         self._watched = sock
         self.connected = False
+        self.dropped = False
+        """The last connection dropped and no new one is up yet: a message sent now may go down with the old one."""
         self.refused: str | None = None
         """Why the last security handshake failed, until one succeeds."""
 
@@ -57,9 +59,10 @@ class Monitor:
             event = message["event"]
             if event == zmq.EVENT_DISCONNECTED:
                 self.connected = False
-                lost = True
+                self.dropped = lost = True
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connected = True
+                self.dropped = False
                 self.refused = None
             else:
                 self.refused = handshake_failure(event, message["value"]) or self.refused
