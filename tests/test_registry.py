@@ -132,7 +132,7 @@ def test_a_lease_longer_than_the_registrys_is_cut_to_it(registry: str, raw: Raw)
     assert raw.register("brief", dead_address(), ttl=0.3, heartbeat=0.1)["ttl"] == 0.3  # shorter: as asked
     removed = threading.Event()
     with watch(lambda kind, r: removed.set() if r.name == "ghost" else None, registry=registry, initial=False):
-        assert removed.wait(3 * TTL), "a lease asked for a day outlived the registry's ttl"
+        assert removed.wait(5), "a lease asked for a day outlived the registry's ttl"
 
 
 def test_only_its_lease_renews_replaces_or_unregisters_an_entry(registry: str, raw: Raw, devices: list[Device]) -> None:
@@ -173,7 +173,7 @@ def test_a_device_that_lost_its_name_asks_for_it_until_it_has_it(
     assert [asked.get(timeout=3 * TTL) for _ in range(2)] == ["cam", "cam"]  # once a ttl, with its lease
     assert raw.request(k="info")["seq"] == seq, "asking while the holder lives changed the registry"
     devices[0].stop(unregister=False)  # the holder dies; its lease runs out
-    assert devices[1].name(timeout=4 * TTL) == "cam"
+    assert devices[1].name(timeout=5) == "cam"
     assert lookup("cam", registry=registry).address == devices[1].address
     assert [d.name for d in list_devices(registry=registry)] == ["cam"]
 
