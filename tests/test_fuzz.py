@@ -257,7 +257,7 @@ class RegistryFuzz:
         rng = self.rng
         self.next_id += 1
         request_id = self.next_id
-        case = rng.randrange(11)
+        case = rng.randrange(15)
         if case == 0:
             return Hostile([b"\xff" + rng.randbytes(rng.randrange(40)) for _ in range(rng.randrange(1, 4))], REPLY)
         if case == 1:
@@ -281,13 +281,29 @@ class RegistryFuzz:
             message = {"v": 1, "id": request_id, "k": rng.choice(["lookup", "list"])}
             message[rng.choice(["name", "interface"])] = _junk(rng)
             return Hostile([_dump(message)], REPLY, request_id)
-        if case == 7:
-            return Hostile([_dump({"v": _junk(rng), "id": request_id, "k": "list"})], REPLY)
+        if case == 7:  # a wrong version is refused with the id (True and 1.0 equal 1: a listing)
+            return Hostile([_dump({"v": _junk(rng), "id": request_id, "k": "list"})], REPLY, request_id)
         if case == 8:
             return Hostile([b'{"v":1,"id":%d,"k":"lookup","name":"%s"}' % (request_id, b"x" * 70_000)], REPLY)
         if case == 9:
             message = {"v": 1, "id": _junk(rng), "k": rng.choice(["ping", "info", "list"]), "extra": _junk(rng)}
             return Hostile([_dump(message)], REPLY)
+        if case == 11:  # ids past 64 bits
+            huge = rng.choice([10**30, -(2**63), 2**64, 10**300]) + request_id
+            message = {"v": 1, "id": huge, "k": rng.choice(["ping", "info", "lookup", "list", "heartbeat"])}
+            return Hostile([_dump(message)], REPLY, huge)
+        if case == 12:  # numbers no field takes, written as the wire has them
+            number = rng.choice([b"1e999", b"-1e999", b"NaN", b"Infinity", b"1" + b"0" * 5000, b"-0", b"4294967296"])
+            field = rng.choice([b"ttl", b"heartbeat", b"version"])
+            claim = _dump({"v": 1, "id": request_id, **REGISTER, "address": "tcp://127.0.0.1:1"})
+            return Hostile([claim[:-1] + b',"' + field + b'":' + number + b"}"], REPLY, request_id)
+        if case == 13:  # a wrong version, and the id still comes back
+            v = rng.choice([2, 0, -1, "1", None, 1e300, [1], {"v": 1}, "v"])
+            return Hostile([_dump({"v": v, "id": request_id, "k": "ping"})], ERR, request_id)
+        if case == 14:  # a would-be thief: takeover, a forged lease, a lease of its own length
+            message = {"v": 1, "id": request_id, **REGISTER, "address": f"tcp://127.0.0.1:{rng.randrange(1, 60)}"}
+            message[rng.choice(["takeover", "lease", "ttl"])] = rng.choice([True, "forged" * 4, 86400])
+            return Hostile([_dump(message)], REPLY, request_id)
         # a valid register for a name that is probably held: the registry pings the holders, which never answer
         address = f"tcp://127.0.0.1:{rng.randrange(1, 60)}"
         name = rng.choice(["cam", "cam-1", "cam-2"])
@@ -357,8 +373,12 @@ def _server_reply(frame: bytes) -> tuple[Any, bool]:
     return header.get("id"), header["k"] == "err"
 
 
+def _strict(constant: str) -> Any:
+    raise AssertionError(f"the registry sent {constant}: not JSON")
+
+
 def _registry_reply(frame: bytes) -> tuple[Any, bool]:
-    reply = json.loads(frame)
+    reply = json.loads(frame, parse_constant=_strict)  # strict JSON: no NaN or Infinity
     assert isinstance(reply["ok"], bool)
     return reply.get("id"), reply["ok"] is False
 

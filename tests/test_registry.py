@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import zmq
+from fixtures.registry_peers import HEARTBEAT, TTL, Device, Raw, dead_address
 
 from runtime.errors import DeviceNotFound, RegistryUnavailable
 from runtime.registry import (
     DeviceRecord,
-    Registration,
     Registry,
     RegistryClient,
     list_devices,
@@ -28,9 +28,6 @@ from runtime.registry import (
 )
 from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import connectable, effective_address
-
-TTL = 0.6
-HEARTBEAT = 0.2
 
 
 def _registry(**options: Any) -> Registry:
@@ -43,86 +40,11 @@ def registry() -> Iterator[str]:
         yield address
 
 
-class Raw:
-    """A bare DEALER speaking the registry protocol by hand."""
-
-    def __init__(self, address: str) -> None:
-        self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(address)
-
-    def send(self, *frames: bytes) -> dict[str, Any]:
-        self.socket.send_multipart(list(frames))
-        assert self.socket.poll(2000), "the registry did not answer"
-        reply = json.loads(self.socket.recv())
-        assert isinstance(reply, dict)
-        return reply
-
-    def request(self, **fields: Any) -> dict[str, Any]:
-        return self.send(json.dumps({"v": 1, "id": 7, **fields}).encode())
-
-    def register(self, name: str, address: str, **fields: Any) -> dict[str, Any]:
-        return self.request(k="register", name=name, interface="Camera", version=1, hash="h", address=address, **fields)
-
-    def close(self) -> None:
-        self.socket.close(0)
-
-
 @pytest.fixture
 def raw(registry: str) -> Iterator[Raw]:
     client = Raw(registry)
     yield client
     client.close()
-
-
-class Device:
-    """A stand-in for a zidl server: a ROUTER that answers pings, and its Registration, driven by one loop."""
-
-    def __init__(self, registry: str | None, name: str = "cam", **options: Any) -> None:
-        ctx = zmq.Context.instance()
-        self.router: zmq.Socket[bytes] = ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.bind(options.pop("bind", "tcp://127.0.0.1:0"))
-        self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.accepted: queue.Queue[str] = queue.Queue()
-        self.registration: Registration | None = None
-        if registry is not None:
-            options.setdefault("heartbeat", HEARTBEAT)
-            options.setdefault("ttl", TTL)
-            self.registration = Registration(
-                registry, name, "Camera", 1, "h", self.address, on_accepted=self.accepted.put, **options
-            )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        reg = self.registration
-        if reg is not None:
-            poller.register(reg.socket, zmq.POLLIN)
-        while not self._stop.is_set():
-            wait = min(0.05, reg.tick(time.monotonic())) if reg is not None else 0.05
-            events = dict(poller.poll(int(wait * 1000)))
-            if self.router in events:
-                ident, *_ = self.router.recv_multipart()
-                self.router.send_multipart([ident, b'{"v":1,"id":1,"ok":true}'])
-            if reg is not None and reg.socket in events:
-                reg.handle_readable()
-        if reg is not None:
-            reg.close(unregister=self.unregister_on_close)
-        self.router.close(0)
-
-    unregister_on_close = True
-
-    def name(self, timeout: float = 3.0) -> str:
-        return self.accepted.get(timeout=timeout)
-
-    def stop(self, unregister: bool = True) -> None:
-        self.unregister_on_close = unregister
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -131,13 +53,6 @@ def devices() -> Iterator[list[Device]]:
     yield started
     for device in started:
         device.stop()
-
-
-def _dead_address() -> str:
-    """A TCP address nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_register_and_list(registry: str, devices: list[Device]) -> None:
@@ -168,7 +83,7 @@ def test_duplicate_name_gets_suffix_while_holder_lives(registry: str, devices: l
 
 
 def test_dead_holder_loses_its_name_to_a_newcomer_at_once(registry: str, raw: Raw, devices: list[Device]) -> None:
-    assert raw.register("cam", _dead_address())["name"] == "cam"  # its lease has not run out yet
+    assert raw.register("cam", dead_address())["name"] == "cam"  # its lease has not run out yet
     start = time.monotonic()
     devices.append(Device(registry, "cam"))
     assert devices[0].name() == "cam"
@@ -176,19 +91,91 @@ def test_dead_holder_loses_its_name_to_a_newcomer_at_once(registry: str, raw: Ra
     assert lookup("cam", registry=registry).address == devices[0].address
 
 
-def test_takeover_takes_a_live_holders_name(registry: str, raw: Raw, devices: list[Device]) -> None:
+def test_takeover_does_not_evict_a_live_holder(registry: str, raw: Raw, devices: list[Device]) -> None:
+    # takeover once evicted a live holder; it now means a plain register: the holder answers, so it keeps its name
     devices.append(Device(registry, "cam"))
     assert devices[0].name() == "cam"
-    newcomer = _dead_address()
-    assert raw.register("cam", newcomer, takeover=True)["name"] == "cam"
-    assert lookup("cam", registry=registry).address == newcomer
+    assert raw.register("cam", dead_address(), takeover=True)["name"] == "cam-1"
+    assert lookup("cam", registry=registry).address == devices[0].address
 
 
-def test_address_registered_again_replaces_its_entry(registry: str, raw: Raw) -> None:
-    address = _dead_address()
-    raw.register("first", address)
+def test_address_registered_again_by_another_keeps_its_entry(registry: str, raw: Raw) -> None:
+    # the second register once replaced the first: without the first's lease it now only adds its own
+    address = dead_address()
+    first = raw.register("first", address)
     assert raw.register("second", address)["name"] == "second"
-    assert [d.name for d in list_devices(registry=registry)] == ["second"]
+    assert [d.name for d in list_devices(registry=registry)] == ["first", "second"]
+    again = raw.register("renamed", address, lease=first["lease"])  # with the lease: the entry is replaced
+    assert again["name"] == "renamed"
+    assert [d.name for d in list_devices(registry=registry)] == ["renamed", "second"]
+
+
+def test_registering_at_a_live_devices_address_never_removes_it(registry: str, raw: Raw, devices: list[Device]) -> None:
+    devices.append(Device(registry, "cam"))
+    assert devices[0].name() == "cam"
+    victim = devices[0].address
+    removed: list[str] = []
+    with watch(lambda kind, r: removed.append(r.name) if kind == "removed" else None, registry=registry) as watcher:
+        assert watcher.ready.wait(2)
+        with RegistryClient(registry) as client:
+            for n in range(50):  # its name, other names, a takeover, a lease of its own: none removes the device
+                fields: dict[str, Any] = {"takeover": True} if n % 3 == 0 else {"lease": "forged"} if n % 3 else {}
+                assert raw.register("cam" if n % 2 else f"squat-{n}", victim, **fields)["ok"] is True
+                assert client.lookup("cam").address == victim
+    assert "cam" not in removed
+    assert devices[0].registration is not None and devices[0].registration.accepted_name == "cam"
+
+
+def test_a_lease_longer_than_the_registrys_is_cut_to_it(registry: str, raw: Raw) -> None:
+    reply = raw.register("ghost", dead_address(), ttl=86400, heartbeat=3600)
+    assert (reply["ttl"], reply["heartbeat"]) == (TTL, HEARTBEAT)
+    assert raw.register("brief", dead_address(), ttl=0.3, heartbeat=0.1)["ttl"] == 0.3  # shorter: as asked
+    removed = threading.Event()
+    with watch(lambda kind, r: removed.set() if r.name == "ghost" else None, registry=registry, initial=False):
+        assert removed.wait(5), "a lease asked for a day outlived the registry's ttl"
+
+
+def test_only_its_lease_renews_replaces_or_unregisters_an_entry(registry: str, raw: Raw, devices: list[Device]) -> None:
+    holder = Device(None)  # answers pings at its address
+    devices.append(holder)
+    lease = raw.register("cam", holder.address)["lease"]
+    assert raw.request(k="unregister", lease="forged")["error"] == "unknown"
+    assert raw.request(k="heartbeat", lease="forged")["error"] == "unknown"
+    assert raw.register("cam", holder.address, lease="forged")["name"] == "cam-1"  # a stranger, held apart
+    seq = raw.request(k="info")["seq"]
+    again = raw.register("cam", holder.address, lease=lease)  # its holder: renewed as it is
+    assert (again["name"], again["lease"]) == ("cam", lease)
+    assert raw.request(k="info")["seq"] == seq, "renewing an entry announced a change"
+    assert raw.register("cam", holder.address, lease=lease, hash="new")["lease"] != lease  # replaced by its holder
+    assert lookup("cam", registry=registry).hash == "new"
+
+
+def test_a_device_that_lost_its_name_asks_for_it_until_it_has_it(
+    registry: str, raw: Raw, devices: list[Device]
+) -> None:
+    devices.append(Device(registry, "cam"))
+    assert devices[0].name() == "cam"
+    devices.append(Device(registry, "cam"))
+    assert devices[1].name() == "cam-1"
+    reg = devices[1].registration
+    assert reg is not None
+    asked: queue.Queue[str] = queue.Queue()
+    send = reg._send
+
+    def spy(message: bytes, sock: zmq.Socket[bytes] | None = None) -> bool:
+        request = json.loads(message)
+        if request["k"] == "register":
+            asked.put(request["name"])
+        return send(message, sock)
+
+    reg._send = spy  # type: ignore[method-assign]
+    seq = raw.request(k="info")["seq"]
+    assert [asked.get(timeout=3 * TTL) for _ in range(2)] == ["cam", "cam"]  # once a ttl, with its lease
+    assert raw.request(k="info")["seq"] == seq, "asking while the holder lives changed the registry"
+    devices[0].stop(unregister=False)  # the holder dies; its lease runs out
+    assert devices[1].name(timeout=5) == "cam"
+    assert lookup("cam", registry=registry).address == devices[1].address
+    assert [d.name for d in list_devices(registry=registry)] == ["cam"]
 
 
 def test_unregister_on_clean_stop(registry: str) -> None:
@@ -203,7 +190,7 @@ def test_expired_lease_drops_the_device_and_a_watcher_sees_it(registry: str, raw
     changes: queue.Queue[tuple[str, DeviceRecord]] = queue.Queue()
     with watch(lambda kind, record: changes.put((kind, record)), registry=registry) as watcher:
         assert watcher.ready.wait(2)
-        raw.register("ghost", _dead_address(), ttl=0.3, heartbeat=0.1)  # and never a heartbeat
+        raw.register("ghost", dead_address(), ttl=0.3, heartbeat=0.1)  # and never a heartbeat
         kind, record = changes.get(timeout=2)
         assert (kind, record.name) == ("added", "ghost")
         kind, record = changes.get(timeout=2)
@@ -237,7 +224,7 @@ def test_restarted_registry_has_the_device_back_within_two_heartbeats(
 ) -> None:
     # A new heartbeat port: the device's heartbeat DEALER is not connected, the heartbeat falls back
     # to the request socket and is refused at once. The same port: the heartbeat socket refuses it.
-    options = {"heartbeats_bind": _dead_address()} if heartbeat_port == "same" else {}
+    options = {"heartbeats_bind": dead_address()} if heartbeat_port == "same" else {}
     first = _registry(**options)
     with first.running("tcp://127.0.0.1:0") as address:
         devices.append(Device(address, "cam"))
@@ -256,7 +243,7 @@ def _beats(raw: Raw) -> Raw:
 
 
 def test_heartbeats_on_their_own_socket_renew_the_lease(registry: str, raw: Raw) -> None:
-    lease = raw.register("ghost", _dead_address(), ttl=0.3, heartbeat=0.1)["lease"]
+    lease = raw.register("ghost", dead_address(), ttl=0.3, heartbeat=0.1)["lease"]
     beats = _beats(raw)
     removed = threading.Event()
     try:
@@ -274,7 +261,7 @@ def test_heartbeats_on_their_own_socket_renew_the_lease(registry: str, raw: Raw)
 
 def test_lease_renewed_on_the_heartbeat_socket_expires_within_ttl_and_a_batch(registry: str, raw: Raw) -> None:
     ttl = 0.3
-    lease = raw.register("ghost", _dead_address(), ttl=ttl, heartbeat=0.1)["lease"]
+    lease = raw.register("ghost", dead_address(), ttl=ttl, heartbeat=0.1)["lease"]
     beats = _beats(raw)
     removed: queue.Queue[str] = queue.Queue()
     try:
@@ -325,7 +312,7 @@ def test_a_devices_heartbeats_go_to_the_heartbeat_socket(registry: str, devices:
 
 
 def test_registration_waits_for_a_registry_that_is_not_there_yet(devices: list[Device]) -> None:
-    address = _dead_address()
+    address = dead_address()
     device = Device(address, "cam")
     devices.append(device)
     reg = device.registration
@@ -343,7 +330,7 @@ def test_lookup_of_unknown_name_raises_device_not_found(registry: str) -> None:
 def test_unreachable_registry_raises_registry_unavailable_within_bound() -> None:
     start = time.monotonic()
     with pytest.raises(RegistryUnavailable):
-        lookup("cam", registry=_dead_address(), timeout=0.3)
+        lookup("cam", registry=dead_address(), timeout=0.3)
     assert time.monotonic() - start < 1.0
 
 
@@ -394,7 +381,34 @@ def test_malformed_request_gets_an_error_and_the_registry_keeps_working(raw: Raw
             target.close()
     assert reply["ok"] is False and isinstance(reply["error"], str)
     assert raw.request(k="ping")["ok"] is True
-    assert raw.register("cam", _dead_address())["name"] == "cam"
+    assert raw.register("cam", dead_address())["name"] == "cam"
+
+
+_CLAIM = b'"k": "register", "name": "cam", "interface": "X", "version": 1, "address": "tcp://127.0.0.1:1"'
+
+
+@pytest.mark.parametrize(
+    ("message", "answered_id"),
+    [
+        (b'{"v": 2, "id": 5, "k": "list"}', 5),
+        (b'{"v": 1e999, "id": "x", "k": "ping"}', "x"),
+        (b'{"v": 1, "id": 1000000000000000000000000000000, "k": "ping"}', 10**30),
+        (b'{"v": 1, "id": -9223372036854775808, "k": "lookup", "name": "nobody"}', -(2**63)),
+        (b'{"v": 1, "id": 1.5, "k": "ping"}', 1.5),
+        (b'{"v": 1, "id": true, "k": "ping"}', True),
+        (b'{"v": 1, "id": 7, ' + _CLAIM + b', "ttl": 1e999}', 7),
+        (b'{"v": 1, "id": 7, ' + _CLAIM + b', "ttl": NaN, "heartbeat": -Infinity}', 7),
+        (b'{"v": 1, "id": 7, ' + _CLAIM.replace(b'"version": 1', b'"version": 1' + b"0" * 5000) + b"}", 7),
+        (b'{"v": 1, "id": 7, ' + _CLAIM.replace(b'"version": 1', b'"version": 4294967296') + b"}", 7),
+        (b'{"v": 1, "id": NaN, "k": "ping"}', None),  # no JSON can carry it back
+        (b'{"v": 1, "id": "' + b"x" * 2000 + b'", "k": "ping"}', None),  # too long to echo
+    ],
+)
+def test_every_request_with_an_id_is_answered_with_it_in_strict_json(
+    raw: Raw, message: bytes, answered_id: Any
+) -> None:
+    reply = raw.send(message)  # Raw refuses NaN and Infinity in what comes back
+    assert reply["id"] == answered_id and type(reply["id"]) is type(answered_id)
 
 
 def test_wildcard_address_becomes_the_host_name_from_loopback(raw: Raw) -> None:

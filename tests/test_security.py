@@ -28,7 +28,8 @@ from runtime import (
     watch,
     write_keypair,
 )
-from runtime.registry import Registration, RegistryClient
+from runtime.errors import ProtocolError
+from runtime.registry import Registration, RegistryClient, lookup, lookup_async
 from runtime.transport.addresses import connectable
 from runtime.transport.monitor import Monitor
 
@@ -163,7 +164,7 @@ def test_a_server_needs_allowed_keys_or_allow_any(keys: Keys) -> None:
 
 @pytest.fixture
 def secure_registry(keys: Keys) -> Iterator[str]:
-    curve = CurveServer(keys.registry.secret, allowed=[keys.server.public, keys.client.public])
+    curve = CurveServer(keys.registry.secret, allowed={"cam": keys.server.public, "laptop": keys.client.public})
     with Registry(ttl=1.0, probe_timeout=0.2, curve=curve).running("tcp://127.0.0.1:0") as address:
         yield address
 
@@ -231,7 +232,7 @@ def test_refused_key_cannot_register_and_the_device_says_so_at_once(
 def test_heartbeat_socket_is_behind_curve_too(keys: Keys, secure_registry: str, case: str) -> None:
     good = CurveClient(keys.registry.public, secret_key=keys.client.secret)
     with RegistryClient(secure_registry, curve=good, timeout=TIMEOUT) as client:
-        fields = {"name": "cam", "interface": "Echo", "version": 1, "hash": "h", "address": "tcp://127.0.0.1:9"}
+        fields = {"name": "laptop", "interface": "Echo", "version": 1, "hash": "h", "address": "tcp://127.0.0.1:9"}
         reply = client.request("register", **fields)
     curve = {
         "allowed": good,
@@ -257,6 +258,87 @@ def test_heartbeat_socket_is_behind_curve_too(keys: Keys, secure_registry: str, 
     finally:
         monitor.close()
         sock.close(0)
+
+
+def _claim(name: str, address: str = "tcp://127.0.0.1:9", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "interface": "Echo", "version": 1, "hash": "h", "address": address, **fields}
+
+
+def test_a_key_registers_only_the_names_of_its_key_files(tmp_path: Path) -> None:
+    members = tmp_path / "members"
+    write_keypair(members, "cam1")
+    write_keypair(members, "laptop")
+    registry_public, registry_secret = write_keypair(tmp_path, "registry")
+    curve = CurveServer(registry_secret, allowed=members)
+    assert curve.names is not None and sorted(n for names in curve.names.values() for n in names) == ["cam1", "laptop"]
+    as_cam1 = CurveClient(registry_public, secret_key=members / "cam1.key_secret")
+    as_laptop = CurveClient(registry_public, secret_key=members / "laptop.key_secret")
+    with (
+        Registry(ttl=1.0, curve=curve).running("tcp://127.0.0.1:0") as address,
+        RegistryClient(address, curve=as_cam1, timeout=TIMEOUT) as cam1,
+        RegistryClient(address, curve=as_laptop, timeout=TIMEOUT) as laptop,
+    ):
+        assert cam1.request("register", **_claim("cam1"))["name"] == "cam1"
+        assert cam1.request("register", **_claim("cam1-2", "tcp://127.0.0.1:8"))["name"] == "cam1-2"  # its suffixes
+        for name in ("cam2", "cam10", "cam1x", "cam1--1"):
+            with pytest.raises(ProtocolError, match="not-allowed"):
+                cam1.request("register", **_claim(name, "tcp://127.0.0.1:7"))
+        with pytest.raises(ProtocolError, match="not-allowed"):
+            laptop.request("register", **_claim("cam1", "tcp://127.0.0.1:6", takeover=True))
+
+
+def test_names_cannot_be_stolen_over_curve(keys: Keys, secure_registry: str) -> None:
+    device_curve = CurveServer(keys.server.secret, allowed=[keys.client.public])
+    to_registry = CurveClient(keys.registry.public, secret_key=keys.server.secret)
+    mine = CurveClient(keys.registry.public, secret_key=keys.client.secret)  # allowed: but as "laptop"
+    added = threading.Event()
+    with (
+        watch(lambda change, record: added.set(), registry=secure_registry, curve=mine),
+        Echo().running(
+            "tcp://127.0.0.1:0", registry=secure_registry, name="cam", curve=device_curve, registry_curve=to_registry
+        ) as device_address,
+    ):
+        assert added.wait(TIMEOUT)
+        with RegistryClient(secure_registry, curve=mine, timeout=TIMEOUT) as thief:
+            device = thief.lookup("cam")
+            for fields in ({"takeover": True}, {"lease": "forged"}, {"ttl": 86400}):  # by name: not its name
+                with pytest.raises(ProtocolError, match="not-allowed"):
+                    thief.request("register", **_claim("cam", "tcp://127.0.0.1:9", **fields))
+            squat = thief.request("register", **_claim("laptop", device.address, ttl=86400))  # at its address
+            assert squat["ttl"] == 1.0  # the registry's, not the day asked for
+            with pytest.raises(ProtocolError, match="unknown"):
+                thief.request("unregister", lease="forged")
+            after = thief.lookup("cam")
+            assert (after.address, after.public_key) == (device.address, device_curve.public_key)
+        with EchoClient.lookup("cam", registry=secure_registry, curve=mine, timeout=TIMEOUT) as client:
+            assert client.add(1) == 2 and client.address == device_address
+
+
+def test_a_curve_lookup_through_a_registry_without_curve_fails_at_once(keys: Keys) -> None:
+    curve = CurveClient(keys.registry.public, secret_key=keys.client.secret)
+    with Registry().running("tcp://127.0.0.1:0") as plain:
+        start = time.monotonic()
+        with pytest.raises(AuthenticationFailed, match="one end only"):
+            lookup("cam", registry=plain, curve=curve, timeout=TIMEOUT)
+        with pytest.raises(AuthenticationFailed, match="one end only"):
+            list_devices(registry=plain, curve=curve, timeout=TIMEOUT)
+        with pytest.raises(AuthenticationFailed, match="one end only"):
+            asyncio.run(lookup_async("cam", registry=plain, curve=curve, timeout=TIMEOUT))
+        with pytest.raises(AuthenticationFailed):
+            EchoClient.lookup("cam", registry=plain, curve=curve, timeout=TIMEOUT)
+        assert time.monotonic() - start < 2 * PROMPT
+
+
+def test_registry_command_with_a_secret_key_needs_allowed_keys_or_allow_any_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.tools.cli import main
+
+    _, secret = write_keypair(tmp_path, "registry")
+    assert main(["registry", "--bind", "tcp://127.0.0.1:0", "--secret-key", str(secret)]) == 1
+    assert "--allow-any-key" in capsys.readouterr().err
+    assert main(["registry", "--allow-any-key"]) == 1  # without a secret key, no Curve to allow keys on
+    assert "--secret-key" in capsys.readouterr().err
 
 
 # --- nothing stops a server remotely -----------------------------------------------------------------

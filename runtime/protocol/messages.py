@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -199,7 +200,8 @@ def welcome(token: bytes) -> list[Any]:
 
 
 def _dump(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
+    """Strict JSON: a NaN or an infinity is an error here, never ``NaN`` on the wire."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
 
 
 def registry_request(kind: str, request_id: Any, **fields: Any) -> bytes:
@@ -246,20 +248,51 @@ class RegistryRefusal(Exception):
         self.request_id = request_id
 
 
-def read_registry_request(raw: bytes) -> tuple[Any, Any, dict[str, Any]]:
-    """The id, kind and fields of a registry request; raises ``RegistryRefusal``."""
+UNREADABLE: Final = object()
+"""What a request's number too long for Python to read (over 4,300 digits) is read as: no field accepts it."""
+
+
+def _number(text: str) -> Any:
     try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
+        return int(text)
+    except ValueError:
+        return UNREADABLE
+
+
+def read_registry_request(raw: bytes) -> tuple[Any, Any, dict[str, Any]]:
+    """The id, kind and fields of a registry request; raises ``RegistryRefusal``.
+
+    The id is echoed when it can be written back as strict JSON and short (a
+    string of at most ``MAX_ECHOED_ID`` characters, a boolean, an integer, a
+    finite number); otherwise the answer carries ``null``.
+    """
+    try:
+        try:
+            message = json.loads(raw)
+        except ValueError:  # perhaps only a number too long to read: read the rest, to answer with the id
+            message = json.loads(raw, parse_int=_number)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply; ValueError: not JSON, not UTF-8
         raise RegistryRefusal("bad-request", "a request is a JSON object") from None
     if not isinstance(message, dict):
         raise RegistryRefusal("bad-request", "a request is a JSON object")
     request_id = message.get(ID)
-    if isinstance(request_id, (dict, list)):  # a tuple: the union would be built on every request
+    if request_id.__class__ is not int and not _echoable(request_id):
         request_id = None
     if message.get(V) != VERSION:
         raise RegistryRefusal("unsupported-version", f"this registry speaks v={VERSION}", request_id)
     return request_id, message.get(KIND), message
+
+
+MAX_ECHOED_ID: Final = 1024
+"""The longest string id echoed: an error reply stays small, however many a peer leaves unread."""
+
+
+def _echoable(request_id: Any) -> bool:
+    if isinstance(request_id, float):
+        return math.isfinite(request_id)
+    if isinstance(request_id, str):
+        return len(request_id) <= MAX_ECHOED_ID
+    return request_id is None or isinstance(request_id, int)
 
 
 def read_registry_message(raw: bytes) -> dict[str, Any] | None:

@@ -1,12 +1,16 @@
 """The registry's book: who holds which name, at which address, under which lease.
 
 Every change to it is announced on the events socket, numbered within the epoch
-of this run, so a watcher can tell when it missed one.
+of this run, so a watcher can tell when it missed one. Names and leases are
+unique; addresses are not: an address proves nothing without Curve, so a register
+for an address already in the book never removes the entry there.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -23,7 +27,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False, slots=True)
 class Claim:
-    """What a checked ``register`` request asks for; ``address`` is made effective before it is granted."""
+    """What a checked ``register`` request asks for; ``address`` is made effective before it is granted.
+
+    ``lease`` is the lease the device holds or last held, its proof that an entry is its own.
+    """
 
     name: str
     interface: str
@@ -32,14 +39,14 @@ class Claim:
     address: str
     host: str | None
     public_key: str | None
-    takeover: bool
+    lease: str | None
     ttl: float
     heartbeat: float
 
 
 @dataclass(eq=False, slots=True)
 class Entry:
-    """One registered device and its lease."""
+    """One registered device and its lease; ``answered`` is when it last answered a holder ping."""
 
     name: str
     interface: str
@@ -51,6 +58,9 @@ class Entry:
     ttl: float
     heartbeat: float
     last_seen: float
+    size: int = 0
+    """The bytes its record takes in a listing, about: what a ``list`` page counts."""
+    answered: float = -math.inf
 
     def record(self, now: float) -> dict[str, Any]:
         """The device as a listing, a lookup and an event show it (never its lease)."""
@@ -64,17 +74,28 @@ class Entry:
             "age": round(max(0.0, now - self.last_seen), 3),
         }
 
+    def describes(self, claim: Claim) -> bool:
+        """True when ``claim`` asks for this very entry: same device, same address."""
+        return (self.interface, self.version, self.hash, self.address, self.public_key) == (
+            claim.interface,
+            claim.version,
+            claim.hash,
+            claim.address,
+            claim.public_key,
+        )
+
 
 class Book:
-    """The registered devices by name, by address and by lease; ``publish`` sends each event."""
+    """The registered devices by name and by lease; ``publish`` sends each event."""
 
     def __init__(self, publish: Callable[[bytes], None]) -> None:
         self.epoch = secrets.token_hex(4)
         self.seq = 0
         self.by_name: dict[str, Entry] = {}
-        self.by_address: dict[str, Entry] = {}
         self.by_lease: dict[str, Entry] = {}
         self._publish = publish
+        self._sorted: list[str] = []
+        self._sorted_at = 0
 
     def add(self, name: str, claim: Claim, now: float) -> Entry:
         """Give ``name`` to ``claim`` under a new lease (the caller has made room for it)."""
@@ -90,11 +111,16 @@ class Book:
             heartbeat=claim.heartbeat,
             last_seen=now,
         )
+        entry.size = len(json.dumps(entry.record(0.0))) + 16  # room for any age
         self.by_name[name] = entry
-        self.by_address[entry.address] = entry
         self.by_lease[entry.lease] = entry
         log.info("registry: %s (%s v%d) at %s", name, entry.interface, entry.version, entry.address)
         self._announce(ADDED, device=entry.record(now))
+        return entry
+
+    def renew(self, entry: Entry, claim: Claim, now: float) -> Entry:
+        """``entry`` registered again by its holder, unchanged but for its lease's length: no event."""
+        entry.ttl, entry.heartbeat, entry.last_seen = claim.ttl, claim.heartbeat, now
         return entry
 
     def remove(self, entry: Entry, reason: str) -> None:
@@ -103,10 +129,14 @@ class Book:
             return
         if self.by_name.get(entry.name) is entry:
             del self.by_name[entry.name]
-        if self.by_address.get(entry.address) is entry:
-            del self.by_address[entry.address]
         log.info("registry: %s at %s removed (%s)", entry.name, entry.address, reason)
         self._announce(REMOVED, device=entry.record(time.monotonic()), reason=reason)
+
+    def names(self) -> list[str]:
+        """Every name held, sorted (kept until the book changes: a listing in pages sorts once)."""
+        if self._sorted_at != self.seq:
+            self._sorted, self._sorted_at = sorted(self.by_name), self.seq
+        return self._sorted
 
     def sweep(self, now: float) -> None:
         """Drop every device whose lease was not renewed within its ttl."""

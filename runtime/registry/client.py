@@ -5,7 +5,9 @@ The registry address comes from the ``registry=`` argument, else the
 request waits at most ``timeout`` seconds and then raises ``RegistryUnavailable``;
 an unknown name raises ``DeviceNotFound``. ``curve=`` (a ``CurveClient`` whose
 ``server_key`` is the registry's public key) reaches a registry that has Curve on;
-a refused handshake raises ``AuthenticationFailed``.
+a refused handshake, a registry without Curve included, raises
+``AuthenticationFailed`` at once. A listing comes in pages (the registry bounds a
+reply's size); ``list_devices`` reads them all.
 """
 
 from __future__ import annotations
@@ -16,22 +18,24 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from runtime.errors import AuthenticationFailed, DeviceNotFound, ProtocolError, RegistryUnavailable
 from runtime.protocol.messages import (
     read_registry_message,
     registry_failure,
     registry_id,
+    registry_position,
     registry_request,
     registry_succeeded,
 )
 from runtime.protocol.names import LIST, LOOKUP
 from runtime.registry.server import DEFAULT_REGISTRY
-from runtime.transport.monitor import Monitor
+from runtime.transport.monitor import MONITOR_EVENTS, Monitor, handshake_failure
 from runtime.transport.security import CurveClient, is_key
 
 __all__ = [
@@ -47,6 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _S = TypeVar("_S", bound=zmq.Socket[Any])
+_MAX_PAGES: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,46 @@ def _check(reply: dict[str, Any], url: str, what: str) -> dict[str, Any]:
     raise ProtocolError(f"the registry at {url} refused {what}: {error}: {message}")
 
 
+class Listing:
+    """The pages of one ``list``: send ``fields()`` and give each reply to ``take`` until it returns True.
+
+    A listing whose pages reflect different states of the registry (it changed
+    meanwhile) starts again, twice at most; ``position`` is the state it reflects.
+    """
+
+    def __init__(self, interface: str | None = None) -> None:
+        self._first: dict[str, Any] = {} if interface is None else {"interface": interface}
+        self._after: str | None = None
+        self._tries = 3
+        self._pages = 0
+        self.devices: list[Any] = []
+        self.position: tuple[Any, Any] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The fields of the next request."""
+        return self._first if self._after is None else {**self._first, "after": self._after}
+
+    def take(self, reply: dict[str, Any]) -> bool:
+        """Take one page; True when the listing is complete."""
+        page = reply.get("devices")
+        page = page if isinstance(page, list) else []
+        position = registry_position(reply)
+        if self._after is not None and position != self.position and self._tries > 1:
+            self._tries -= 1
+            self._after, self.devices = None, []  # the registry changed between pages: from the start again
+            return False
+        self.position = position
+        self.devices.extend(page)
+        self._pages += 1
+        last = page[-1].get("name") if page and isinstance(page[-1], dict) else None
+        if reply.get("more") is not True or not isinstance(last, str) or self._pages >= _MAX_PAGES:
+            return True
+        if self._after is not None and last <= self._after:
+            return True  # a page that does not move on: a broken registry; what came is what there is
+        self._after = last
+        return False
+
+
 class RegistryClient:
     """A connection to one registry for repeated requests, used from one thread at a time."""
 
@@ -153,9 +198,10 @@ class RegistryClient:
 
     def list_devices(self, interface: str | None = None) -> list[DeviceRecord]:
         """Every registered device, or those implementing ``interface``."""
-        fields: dict[str, Any] = {} if interface is None else {"interface": interface}
-        reply = self.request(LIST, **fields)
-        return [DeviceRecord.from_dict(d) for d in reply.get("devices", [])]
+        listing = Listing(interface)
+        while not listing.take(self.request(LIST, **listing.fields())):
+            pass
+        return [DeviceRecord.from_dict(d) for d in listing.devices]
 
     def close(self) -> None:
         self._monitor.close()
@@ -188,30 +234,56 @@ def list_devices(
         return client.list_devices(interface)
 
 
-async def _request_async(
-    url: str, kind: str, timeout: float, what: str, curve: CurveClient | None, **fields: Any
-) -> dict[str, Any]:
-    ctx = zmq.asyncio.Context(zmq.Context.instance())
-    sock: zmq.asyncio.Socket = registry_socket(ctx.socket(zmq.DEALER), url, curve)
-    try:
-        await sock.send(registry_request(kind, 1, **fields))
-        deadline = time.monotonic() + timeout
+class _AsyncRequests:
+    """One DEALER to the registry for a few asyncio requests, its monitor telling a refused handshake at once."""
+
+    def __init__(self, url: str, timeout: float, curve: CurveClient | None) -> None:
+        ctx = zmq.asyncio.Context(zmq.Context.instance())
+        self.url, self.timeout = url, timeout
+        sock: zmq.asyncio.Socket = ctx.socket(zmq.DEALER)
+        self._monitor = sock.get_monitor_socket(MONITOR_EVENTS)  # before connecting: a refusal is not missed
+        try:
+            self._socket = registry_socket(sock, url, curve)
+        except RegistryUnavailable:
+            self._monitor.close(0)
+            raise
+        self._poller = zmq.asyncio.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+        self._ids = itertools.count(1)
+
+    async def request(self, kind: str, what: str, **fields: Any) -> dict[str, Any]:
+        request_id = next(self._ids)
+        await self._socket.send(registry_request(kind, request_id, **fields))
+        deadline = time.monotonic() + self.timeout
         while (left := deadline - time.monotonic()) > 0:
-            if not await sock.poll(math.ceil(left * 1000)):
-                break
-            reply = parse_reply(await sock.recv(), url)
-            if reply is not None and registry_id(reply) == 1:
-                return _check(reply, url, what or kind)
-        raise RegistryUnavailable(f"no registry answered at {url} within {timeout:g} s")
-    finally:
-        sock.close(0)
+            ready = dict(await self._poller.poll(math.ceil(left * 1000)))
+            if self._monitor in ready:
+                event = parse_monitor_message(await self._monitor.recv_multipart())
+                refused = handshake_failure(event["event"], event["value"])
+                if refused is not None:
+                    raise AuthenticationFailed(f"the registry at {self.url}: {refused}")
+            if self._socket in ready:
+                reply = parse_reply(await self._socket.recv(), self.url)
+                if reply is not None and registry_id(reply) == request_id:
+                    return _check(reply, self.url, what or kind)
+        raise RegistryUnavailable(f"no registry answered at {self.url} within {self.timeout:g} s")
+
+    def close(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close(0)
+        self._socket.close(0)
 
 
 async def lookup_async(
     name: str, *, registry: str | None = None, timeout: float = 2.0, curve: CurveClient | None = None
 ) -> DeviceRecord:
     """``lookup`` for asyncio: the device registered as ``name``."""
-    reply = await _request_async(registry_address(registry), LOOKUP, timeout, name, curve, name=name)
+    requests = _AsyncRequests(registry_address(registry), timeout, curve)
+    try:
+        reply = await requests.request(LOOKUP, name, name=name)
+    finally:
+        requests.close()
     return DeviceRecord.from_dict(reply["device"])
 
 
@@ -223,6 +295,11 @@ async def list_devices_async(
     curve: CurveClient | None = None,
 ) -> list[DeviceRecord]:
     """``list_devices`` for asyncio."""
-    fields: dict[str, Any] = {} if interface is None else {"interface": interface}
-    reply = await _request_async(registry_address(registry), LIST, timeout, "", curve, **fields)
-    return [DeviceRecord.from_dict(d) for d in reply.get("devices", [])]
+    requests = _AsyncRequests(registry_address(registry), timeout, curve)
+    listing = Listing(interface)
+    try:
+        while not listing.take(await requests.request(LIST, "", **listing.fields())):
+            pass
+    finally:
+        requests.close()
+    return [DeviceRecord.from_dict(d) for d in listing.devices]

@@ -1,16 +1,17 @@
 """The registry's requests, one handler each: register (with its holder probes), unregister, list, lookup, info, ping.
 
-Names are unique: a newcomer asking for a name whose holder still answers a ping
-gets ``name-1``, ``name-2``...; a holder that does not answer loses the name to it.
-A handler returns its reply; a ``register`` that waits on those pings answers later.
+Names belong to their holder: a newcomer asking for a name whose holder answers
+a ping gets ``name-1``, ``name-2``...; only a holder that does not answer loses
+the name to it. An entry is renewed, replaced or removed only with its lease. A
+handler returns its reply; a ``register`` that waits on those pings answers later.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
-import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -18,52 +19,69 @@ import zmq
 
 from runtime.protocol.messages import registry_reply, registry_snapshot
 from runtime.protocol.names import INFO, LIST, LOOKUP, PING, REGISTER, UNREGISTER
-from runtime.registry.book import Book, Claim
+from runtime.registry.backlog import Backlog, SendTracked
+from runtime.registry.book import Book, Claim, Entry
+from runtime.registry.claims import Rules, candidates, read_claim
 from runtime.registry.dispatcher import Caller, Handler, Refused
 from runtime.registry.probes import Pending, Probes
-from runtime.transport.addresses import TRANSPORTS, effective_address
-from runtime.transport.security import CurveServer, is_key
+from runtime.transport.addresses import effective_address
+from runtime.transport.security import CurveServer
 
 __all__ = ["Handlers", "Settings"]
 
 log = logging.getLogger(__name__)
 
-MAX_NAME_LENGTH: Final = 100
 MAX_SUFFIX_PROBES: Final = 32
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
+_TRACKED: Final = 4096
+"""A ``list`` reply from this size on is counted in the backlog until it is written out."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """What the handlers need of a serving registry: its lease defaults and its endpoints as bound."""
+    """What the handlers need of a serving registry: its lease and name rules, its bounds, its endpoints as bound."""
 
-    ttl: float
-    heartbeat: float
+    rules: Rules
     beat_interval: float
     probe_timeout: float
     curve: CurveServer | None
     events: str
     heartbeats: str
-
-
-def _candidates(name: str) -> Iterator[str]:
-    yield name
-    n = 1
-    while True:
-        yield f"{name}-{n}"
-        n += 1
+    max_devices: int
+    max_pending: int
+    max_probes: int
+    max_list_bytes: int
+    max_unread_bytes: int
+    max_unread_total: int
 
 
 class Handlers:
     """The request handlers over one book; ``send`` delivers an answer that comes after its request was handled.
 
     The holder pings are polled with the loop's own sockets, in ``poller``.
+    ``dropped`` counts the replies the server could not queue (a peer that does
+    not read them); ``info`` reports it.
     """
 
-    def __init__(self, settings: Settings, book: Book, poller: zmq.Poller, send: Callable[[list[bytes]], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        book: Book,
+        poller: zmq.Poller,
+        send: Callable[[list[bytes]], None],
+        send_tracked: SendTracked,
+    ) -> None:
         self.settings = settings
         self.book = book
-        self.probes = Probes(poller, settings.probe_timeout, settings.curve, self._resolve)
+        self.probes = Probes(
+            poller,
+            settings.probe_timeout,
+            settings.curve,
+            self._resolve,
+            max_pending=settings.max_pending,
+            max_probes=settings.max_probes,
+        )
+        self.backlog = Backlog(send_tracked, per_peer=settings.max_unread_bytes, total=settings.max_unread_total)
+        self.dropped = 0
         self._send = send
 
     def table(self) -> dict[str, Handler]:
@@ -92,22 +110,45 @@ class Handlers:
             self.book.seq,
             events=settings.events,
             heartbeats=settings.heartbeats,
-            ttl=settings.ttl,
-            heartbeat=settings.heartbeat,
-            devices=len(self.book.by_name),
+            ttl=settings.rules.ttl,
+            heartbeat=settings.rules.heartbeat,
+            devices=len(self.book.by_lease),
             beat=settings.beat_interval,
+            pending=len(self.probes.waiting),
+            probes=len(self.probes.sockets),
+            unread_bytes=self.backlog.held,
+            dropped=self.dropped,
         )
 
     def on_list(
         self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
     ) -> bytes | None:
-        interface = fields.get("interface")
+        """A page of the devices sorted by name, after ``after``, at most ``max_list_bytes`` of records."""
+        interface, after = fields.get("interface"), fields.get("after")
         if interface is not None and not isinstance(interface, str):
             raise Refused("bad-request", "'interface' is a string")
-        entries = self.book.by_name.values()
-        devices = [e.record(now) for e in entries if interface is None or e.interface == interface]
-        devices.sort(key=lambda d: d["name"])
-        return registry_snapshot(request_id, self.book.epoch, self.book.seq, devices=devices)
+        if after is not None and not isinstance(after, str):
+            raise Refused("bad-request", "'after' is the last name of the page before")
+        names, by_name = self.book.names(), self.book.by_name
+        budget, more = self.settings.max_list_bytes, False
+        devices: list[dict[str, Any]] = []
+        for i in range(bisect.bisect_right(names, after) if after is not None else 0, len(names)):
+            entry = by_name[names[i]]
+            if interface is not None and entry.interface != interface:
+                continue
+            if entry.size > budget and devices:
+                more = True
+                break
+            budget -= entry.size
+            devices.append(entry.record(now))
+        size = self.settings.max_list_bytes - budget
+        if size < _TRACKED:
+            return registry_snapshot(request_id, self.book.epoch, self.book.seq, devices=devices, more=more)
+        if not self.backlog.room(envelope[0], size):
+            raise Refused("busy", "earlier list replies to this client are still unread: read them, then list again")
+        reply = registry_snapshot(request_id, self.book.epoch, self.book.seq, devices=devices, more=more)
+        self.backlog.send(envelope[0], [*envelope, reply])
+        return None
 
     def on_lookup(
         self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
@@ -133,75 +174,55 @@ class Handlers:
     def on_register(
         self, envelope: list[bytes], request_id: Any, fields: dict[str, Any], frame: zmq.Frame, now: float
     ) -> bytes | None:
-        """Give the name asked for, or ``name-N``; pings its holders first, when it is held, unless taking over."""
-        claim = self._claim(fields)
-        peer: str | None
-        try:
-            peer = frame.get("Peer-Address")  # type: ignore[assignment]
-        except zmq.ZMQError:
-            peer = None
-        claim.address = effective_address(claim.address, peer, claim.host)
-        book = self.book
-        pending = self.probes.waiting.get(claim.address)
-        if pending is not None:  # a retry while the first waits on probes: answer the newest
-            message = "a newer register for this address replaced it"
-            self._send(pending.caller.refuse("superseded", message))
-            pending.caller, pending.claim = Caller(envelope, request_id), claim
-            return None
-        old = book.by_address.get(claim.address)
-        if old is not None:
-            book.remove(old, "replaced")
-        if claim.takeover:
-            holder = book.by_name.get(claim.name)
-            if holder is not None:
-                book.remove(holder, "taken-over")
-            return self._grant(request_id, claim.name, claim, now)
-        pending = Pending(Caller(envelope, request_id), claim)
-        for candidate in _candidates(claim.name):
+        """Give the name asked for, or ``name-N``; pings its holders first when it is held."""
+        rules = self.settings.rules
+        claim = read_claim(fields, rules, _property(frame, "User-Id") if rules.names is not None else None)
+        claim.address = effective_address(claim.address, _property(frame, "Peer-Address"), claim.host)
+        book, probes = self.book, self.probes
+        key = (envelope[0], claim.address)
+        earlier = probes.waiting.get(key)
+        if earlier is not None:  # a retry while the first waits on probes: answer the newest
+            probes.cancel(earlier)
+            self._send(earlier.caller.refuse("superseded", "a newer register for this address replaced it"))
+        own = book.by_lease.get(claim.lease) if claim.lease is not None else None
+        if own is not None:
+            return self._register_again(request_id, own, claim, now)
+        if len(book.by_lease) >= self.settings.max_devices:
+            raise Refused("full", f"the registry holds its most devices ({self.settings.max_devices})")
+        holders: dict[str, Entry] = {}
+        for candidate in candidates(claim.name):
             holder = book.by_name.get(candidate)
-            if holder is None or len(pending.probes) >= MAX_SUFFIX_PROBES:
+            if holder is None:
                 break
-            pending.probes[candidate] = self.probes.start(holder, pending, now)
-        if not pending.probes:
-            return self._grant(request_id, claim.name, claim, now)
-        self.probes.waiting[claim.address] = pending
+            if now - holder.answered < probes.timeout:  # it answered a ping just now
+                continue
+            holders[candidate] = holder
+            if len(holders) >= MAX_SUFFIX_PROBES:
+                break
+        if not holders:
+            return self._grant(request_id, candidate, claim, now)
+        if not probes.room(list(holders.values())):
+            raise Refused("busy", "too many registrations are waiting on holder pings; try again shortly")
+        if not probes.wait(Pending(Caller(envelope, request_id), claim, key), holders, now):
+            raise Refused("busy", "the registry cannot ping holders now (out of sockets); try again shortly")
         return None
 
-    def _claim(self, fields: dict[str, Any]) -> Claim:
-        name = fields.get("name")
-        if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
-            raise Refused("bad-request", "'name' is letters, digits, '_', '.' and '-', at most 100 long")
-        address = fields.get("address")
-        if not isinstance(address, str) or not address.startswith(TRANSPORTS) or len(address) > 1024:
-            raise Refused("bad-request", "'address' is a tcp://, ipc:// or inproc:// address")
-        interface, version, hash_ = fields.get("interface"), fields.get("version"), fields.get("hash", "")
-        if not isinstance(interface, str) or not interface or len(interface) > 200:
-            raise Refused("bad-request", "'interface' is a non-empty string")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise Refused("bad-request", "'version' is an integer")
-        if not isinstance(hash_, str) or len(hash_) > 200:
-            raise Refused("bad-request", "'hash' is a string")
-        host = fields.get("host")
-        if host is not None and (not isinstance(host, str) or not host or len(host) > 255 or "/" in host):
-            raise Refused("bad-request", "'host' is a host name")
-        public_key = fields.get("public_key")
-        if public_key is not None and (not isinstance(public_key, str) or not is_key(public_key)):
-            raise Refused("bad-request", "'public_key' is a Z85 Curve public key (40 characters)")
-        takeover = fields.get("takeover", False)
-        if not isinstance(takeover, bool):
-            raise Refused("bad-request", "'takeover' is true or false")
-        ttl = _seconds(fields, "ttl", self.settings.ttl)
-        default_heartbeat = min(self.settings.heartbeat, ttl / 3) if "ttl" in fields else self.settings.heartbeat
-        heartbeat = _seconds(fields, "heartbeat", default_heartbeat)
-        if heartbeat >= ttl:
-            raise Refused("bad-request", "'heartbeat' must be shorter than 'ttl'")
-        return Claim(name, interface, version, hash_, address, host, public_key, takeover, ttl, heartbeat)
+    def _register_again(self, request_id: Any, own: Entry, claim: Claim, now: float) -> bytes:
+        """A device that holds ``own``: renewed as it is, or moved to the name it asks for once that is free."""
+        holder = self.book.by_name.get(claim.name)
+        name = claim.name if holder is None or holder is own else own.name
+        if name == own.name and own.describes(claim):
+            return self._granted(request_id, self.book.renew(own, claim, now))
+        self.book.remove(own, "replaced")
+        return self._grant(request_id, name, claim, now)
 
     def _grant(self, request_id: Any, name: str, claim: Claim, now: float) -> bytes:
-        entry = self.book.add(name, claim, now)
+        return self._granted(request_id, self.book.add(name, claim, now))
+
+    def _granted(self, request_id: Any, entry: Entry) -> bytes:
         return registry_reply(
             request_id,
-            name=name,
+            name=entry.name,
             address=entry.address,
             lease=entry.lease,
             ttl=entry.ttl,
@@ -210,33 +231,31 @@ class Handlers:
         )
 
     def _resolve(self, pending: Pending) -> None:
-        """Every holder pinged for ``pending`` answered or not: give it the first name free or freed."""
-        claim, book = pending.claim, self.book
-        if self.probes.waiting.get(claim.address) is pending:
-            del self.probes.waiting[claim.address]
-        now = time.monotonic()
-        old = book.by_address.get(claim.address)
-        if old is not None:
-            book.remove(old, "replaced")
-        for candidate in _candidates(claim.name):
-            holder = book.by_name.get(candidate)
-            if holder is None:
-                break
-            probe = pending.probes.get(candidate)
-            if probe is not None and probe.entry is holder and probe.alive is False:
-                book.remove(holder, "not answering")
-                break
+        """Every holder pinged for ``pending`` answered or not: give it the first name free or freed, answered once."""
+        claim, book, caller = pending.claim, self.book, pending.caller
         try:
-            caller = pending.caller
-            self._send(caller.answer(self._grant(caller.request_id, candidate, claim, now)))
+            if len(book.by_lease) >= self.settings.max_devices:
+                reply = caller.refuse("full", f"the registry holds its most devices ({self.settings.max_devices})")
+            else:
+                for candidate in candidates(claim.name):
+                    holder = book.by_name.get(candidate)
+                    if holder is None:
+                        break
+                    probe = pending.probes.get(candidate)
+                    if probe is not None and probe.entry is holder and probe.alive is False:
+                        book.remove(holder, "not answering")
+                        break
+                reply = caller.answer(self._grant(caller.request_id, candidate, claim, time.monotonic()))
         except Exception:
             log.exception("registry: registration of %s failed", claim.name)
+            reply = caller.refuse("internal", "the registry failed on this request")
+        self._send(reply)
 
 
-def _seconds(fields: dict[str, Any], key: str, default: float) -> float:
-    value = fields.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.01 <= value <= 86400:
-        raise Refused("bad-request", f"{key!r} is a number of seconds between 0.01 and 86400")
-    return float(value)
+def _property(frame: zmq.Frame, name: str) -> str | None:
+    """A ZeroMQ message property (``Peer-Address``, Curve's ``User-Id``), or None without one."""
+    try:
+        value = frame.get(name)
+    except zmq.ZMQError:
+        return None
+    return value if isinstance(value, str) else None

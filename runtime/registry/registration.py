@@ -6,7 +6,11 @@ is readable and ``tick(now)`` on every turn of its loop (``tick`` returns how lo
 the loop may sleep before the next call is due). While the registry is down it
 retries registering with a backoff capped at the heartbeat interval; when the
 registry restarts or answers "unknown" it registers again by itself, under the
-name it was last given, so a registry restart never renames a device.
+name it was last given, so a registry restart never renames a device. Every
+register carries the lease the device holds or last held: the registry renews or
+replaces an entry only for the holder of its lease. A device given ``name-N``
+because its name was held asks for its own name again once every ttl (with its
+lease: the registry moves it once the name is free, and otherwise leaves it be).
 
 Heartbeats go to the registry's heartbeat socket, which the register reply names
 (the registry drains it in batches rather than waking up for each one). The device
@@ -77,7 +81,6 @@ class Registration:
         heartbeat: float = 1.0,
         ttl: float = 3.0,
         advertise: str | None = None,
-        takeover: bool = False,
         public_key: str | None = None,
         on_accepted: Callable[[str], None] | None = None,
         curve: CurveClient | None = None,
@@ -98,8 +101,6 @@ class Registration:
             "ttl": ttl,
             "heartbeat": heartbeat,
         }
-        if takeover:
-            self._request["takeover"] = True
         if public_key is not None:
             self._request["public_key"] = public_key
         self.accepted_name: str | None = None
@@ -108,7 +109,11 @@ class Registration:
         self._ttl = ttl
         self._reply_timeout = max(1.0, heartbeat)
         self._lease: str | None = None
-        self._lease_id = 0  # the id of the register request that gave the lease
+        self._last_lease: str | None = None  # sent with a register: the proof that the entry is ours
+        self._lease_id = 0  # the last id sent before the lease was given: later "unknown"s are about it
+        self._reclaim_id: int | None = None  # the register asking for our own name back
+        self._next_reclaim = math.inf
+        self._refusal: str | None = None  # the last refusal logged, so a repeated one is not
         self._next_id = 0
         self._waiting_id: int | None = None  # the register request awaiting its reply
         self._waiting_until = 0.0
@@ -162,13 +167,18 @@ class Registration:
                 self._lease = None
                 self._next_due = now
                 self._send_register(now)
-            elif now >= self._next_due:
-                self._send_heartbeat(self._lease, now)
-                self._next_due = now + self._heartbeat
+            else:
+                if now >= self._next_due:
+                    self._send_heartbeat(self._lease, now)
+                    self._next_due = now + self._heartbeat
+                if now >= self._next_reclaim:
+                    self._send_reclaim(self._lease, now)
         if self._waiting_id is not None:
             due = min(self._waiting_until, self._next_due if self._lease else math.inf, self._ack_check)
         else:
             due = min(self._next_due, self._ack_check)
+        if self._lease is not None:
+            due = min(due, self._next_reclaim)
         return max(0.0, due - now)
 
     def handle_readable(self) -> None:
@@ -287,6 +297,8 @@ class Registration:
     def _send_register(self, now: float) -> None:
         request_id = self._new_id()
         fields = self._request if self.accepted_name is None else dict(self._request, name=self.accepted_name)
+        if self._last_lease is not None:
+            fields = dict(fields, lease=self._last_lease)
         if self._send(registry_request(REGISTER, request_id, **fields)):
             self._waiting_id = request_id
             self._waiting_until = now + self._reply_timeout
@@ -294,11 +306,17 @@ class Registration:
             self._next_due = now + self._backoff
             self._backoff = min(self._backoff * 2, self._heartbeat)
 
+    def _send_reclaim(self, lease: str, now: float) -> None:
+        """Ask for the configured name again, with the lease of the ``name-N`` held meanwhile."""
+        self._reclaim_id = self._new_id()
+        self._next_reclaim = now + self._ttl
+        self._send(registry_request(REGISTER, self._reclaim_id, **dict(self._request, lease=lease)))
+
     def _on_reply(self, reply: dict[str, Any]) -> None:
         now = time.monotonic()
         request_id = registry_id(reply)
         if registry_succeeded(reply):
-            if request_id == self._waiting_id and isinstance(reply.get("lease"), str):
+            if request_id in (self._waiting_id, self._reclaim_id) and isinstance(reply.get("lease"), str):
                 self._accepted(reply, now)
             elif self._lease is not None:
                 self._last_answer = now
@@ -317,18 +335,25 @@ class Registration:
             self._next_due = now
             self._backoff = _FIRST_BACKOFF
         elif request_id == self._waiting_id:
-            log.error("registry %s refused %s: %s", self.registry_url, self.name, message or error)
+            if message != self._refusal:  # once: a device the registry keeps refusing retries every heartbeat
+                level = logging.WARNING if error in ("busy", "full") else logging.ERROR
+                log.log(level, "registry %s refused %s: %s", self.registry_url, self.name, message or error)
+                self._refusal = message
             self._waiting_id = None
             self._next_due = now + self._heartbeat
+        elif request_id == self._reclaim_id:
+            log.debug("registry %s: %s stays %s: %s", self.registry_url, self.name, self.accepted_name, message)
 
     def _accepted(self, reply: dict[str, Any], now: float) -> None:
         name = reply.get("name")
         if not isinstance(name, str):
             return
-        previous = self.accepted_name
-        self._lease = str(reply["lease"])
-        self._lease_id = self._waiting_id or 0
-        self._waiting_id = None
+        previous, lease = self.accepted_name, str(reply["lease"])
+        unchanged = lease == self._lease and name == previous
+        self._lease = self._last_lease = lease
+        self._lease_id = self._next_id
+        self._waiting_id = self._reclaim_id = None
+        self._refusal = None
         self._backoff = _FIRST_BACKOFF
         self._last_answer = now
         self._silent_logged = False
@@ -337,13 +362,18 @@ class Registration:
         if isinstance(heartbeat, (int, float)) and isinstance(ttl, (int, float)) and 0 < heartbeat < ttl:
             self._heartbeat, self._ttl = float(heartbeat), float(ttl)
         self._next_due = now + self._heartbeat
+        self._next_reclaim = math.inf if name == self.name else now + self._ttl
         self.accepted_name = name
         address = reply.get("address")
         self.address = address if isinstance(address, str) else None
         heartbeats = reply.get("heartbeats")
         self._use_heartbeats(heartbeats if isinstance(heartbeats, str) and heartbeats.startswith(TRANSPORTS) else None)
+        if unchanged:  # a request for our own name, which is still held: nothing changed
+            return
         if previous is None:
             log.info("registered as %r at %s (address %s)", name, self.registry_url, self.address)
+        elif name == self.name:
+            log.info("registered as %r again, no longer %r, at %s", name, previous, self.registry_url)
         elif previous != name:
             log.warning("registered again as %r, no longer %r, at %s", name, previous, self.registry_url)
         else:

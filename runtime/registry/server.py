@@ -21,6 +21,7 @@ from typing import Any, Final
 import zmq
 
 from runtime.registry.book import Book
+from runtime.registry.claims import Rules
 from runtime.registry.dispatcher import MAX_REQUEST_BYTES, Dispatcher
 from runtime.registry.handlers import Handlers, Settings
 from runtime.transport.addresses import beside, connectable
@@ -33,20 +34,29 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY: Final = "tcp://127.0.0.1:5555"
 _BATCH: Final = 5000
+_KERNEL_BUFFER: Final = 256 * 1024
+"""The kernel's send buffer for each request connection, fixed: what a peer that never reads holds there."""
 """The most messages read from one socket in a row: a flood on one cannot keep the other waiting."""
 
 
 class Registry:
     """Maps unique device names to addresses; run it with ``serve(address)`` or ``running(address)``.
 
-    ``events_bind`` is the PUB endpoint (by default a free port on the request
-    endpoint's host, so two registries never fight over it; ``info`` tells clients
-    where). ``ttl`` and ``heartbeat`` are the lease given to a device that does not
-    ask for its own; ``probe_timeout`` bounds how long a name's holder has to answer
-    its ping. ``heartbeats_bind`` is the heartbeat endpoint (default: a free port
-    beside the request endpoint; the register reply tells each device where),
-    drained every ``batch_interval`` seconds. ``curve`` switches CurveZMQ on for all
-    three sockets: only allowed client keys can register, look up, list or watch.
+    ``ttl`` and ``heartbeat`` are the longest lease it gives: a device may ask for
+    less, never more. ``probe_timeout`` bounds how long a name's holder has to
+    answer its ping. ``events_bind`` is the PUB endpoint and ``heartbeats_bind`` the
+    heartbeat endpoint (by default free ports on the request endpoint's host; the
+    ``info`` and ``register`` replies say where), the latter drained every
+    ``batch_interval`` seconds. ``curve`` switches CurveZMQ on for all three
+    sockets: only allowed client keys can register, look up, list or watch, and a
+    key registers only the names its key files give it (``docs/security.md``).
+
+    The bounds (``docs/registry.md``, Limits): ``max_devices`` registered in all;
+    ``max_pending`` registrations waiting on holder pings and ``max_probes`` pings
+    in flight (past them: ``busy``); ``max_list_bytes`` of records in one ``list``
+    reply (then ``more``); ``max_unread_bytes`` of large replies held for one peer
+    that does not read them and ``max_unread_total`` for all (then ``busy``);
+    ``max_unread_replies`` replies queued for one peer (then dropped, and counted).
     """
 
     def __init__(
@@ -60,11 +70,32 @@ class Registry:
         heartbeats_bind: str | None = None,
         batch_interval: float = 0.025,
         curve: CurveServer | None = None,
+        max_devices: int = 10_000,
+        max_pending: int = 512,
+        max_probes: int = 128,
+        max_list_bytes: int = 256 * 1024,
+        max_unread_bytes: int = 1024 * 1024,
+        max_unread_total: int = 64 * 1024 * 1024,
+        max_unread_replies: int = 1000,
     ) -> None:
         if not ttl > 0:
             raise ValueError(f"ttl must be positive, not {ttl!r}")
+        if heartbeat is not None and not 0 < heartbeat < ttl:
+            raise ValueError(f"heartbeat must be positive and shorter than ttl ({ttl!r}), not {heartbeat!r}")
         if not batch_interval > 0:
             raise ValueError(f"batch_interval must be positive, not {batch_interval!r}")
+        bounds = {
+            "max_devices": max_devices,
+            "max_pending": max_pending,
+            "max_probes": max_probes,
+            "max_list_bytes": max_list_bytes,
+            "max_unread_bytes": max_unread_bytes,
+            "max_unread_total": max_unread_total,
+            "max_unread_replies": max_unread_replies,
+        }
+        for option, bound in bounds.items():
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+                raise ValueError(f"{option} is a positive integer, not {bound!r}")
         self.ttl = float(ttl)
         self.heartbeat = float(heartbeat) if heartbeat is not None else self.ttl / 3
         self.events_bind = events_bind
@@ -73,6 +104,13 @@ class Registry:
         self.heartbeats_bind = heartbeats_bind
         self.batch_interval = float(batch_interval)
         self.curve = curve
+        self.max_devices = max_devices
+        self.max_pending = max_pending
+        self.max_probes = max_probes
+        self.max_list_bytes = max_list_bytes
+        self.max_unread_bytes = max_unread_bytes
+        self.max_unread_total = max_unread_total
+        self.max_unread_replies = max_unread_replies
         self._grant: Grant | None = None
         self._address: str | None = None
         self._events_address: str | None = None
@@ -161,7 +199,10 @@ class Registry:
         for owned in (router, beats):
             owned.setsockopt(zmq.LINGER, 0)
             owned.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_REQUEST_BYTES)
-            owned.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            owned.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply that cannot be queued raises: it is counted
+            owned.setsockopt(zmq.SNDHWM, self.max_unread_replies)
+        router.copy_threshold = 0  # a tracked reply is never copied: its tracker tells when libzmq lets go of it
+        router.setsockopt(zmq.SNDBUF, _KERNEL_BUFFER)
         pub: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         self._router, self._beats, self._pub = router, beats, pub
@@ -176,16 +217,22 @@ class Registry:
         heartbeats_bound = bind(beats, self.heartbeats_bind or beside(endpoint, ".heartbeats"))
         self._poller.register(router, zmq.POLLIN)
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        names = self.curve.names if self.curve is not None else None
         settings = Settings(
-            ttl=self.ttl,
-            heartbeat=self.heartbeat,
+            rules=Rules(self.ttl, self.heartbeat, names),
             beat_interval=self.beat_interval,
             probe_timeout=self.probe_timeout,
             curve=self.curve,
             events=events_bound,
             heartbeats=heartbeats_bound,
+            max_devices=self.max_devices,
+            max_pending=self.max_pending,
+            max_probes=self.max_probes,
+            max_list_bytes=self.max_list_bytes,
+            max_unread_bytes=self.max_unread_bytes,
+            max_unread_total=self.max_unread_total,
         )
-        self._handlers = Handlers(settings, Book(self._publish), self._poller, self._reply)
+        self._handlers = Handlers(settings, Book(self._publish), self._poller, self._reply, self._reply_tracked)
         return self._handlers
 
     def _close(self) -> None:
@@ -243,7 +290,7 @@ class Registry:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                 elif sock in probes.sockets:
-                    probes.on_reply(sock)
+                    probes.on_reply(sock, time.monotonic())
             now = time.monotonic()
             if now < deadline:
                 continue
@@ -279,13 +326,26 @@ class Registry:
     def _send(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # the peer is gone or its queue is full; it will retry
+        except zmq.ZMQError as exc:  # the peer is gone, or does not read and its queue is full
+            if self._handlers is not None:
+                self._handlers.dropped += 1
             log.debug("registry: reply dropped: %s", exc)
 
     def _reply(self, frames: list[bytes]) -> None:
         """Send an answer that comes later than its request (a register that waited on probes)."""
         assert self._router is not None
         self._send(self._router, frames)
+
+    def _reply_tracked(self, frames: list[bytes]) -> zmq.MessageTracker | None:
+        """Send a large reply on the request socket, tracked (``backlog.py``); None when it was dropped."""
+        assert self._router is not None
+        try:
+            return self._router.send_multipart(frames, zmq.NOBLOCK, copy=False, track=True)
+        except zmq.ZMQError as exc:
+            if self._handlers is not None:
+                self._handlers.dropped += 1
+            log.debug("registry: reply dropped: %s", exc)
+            return None
 
     def _publish(self, event: bytes) -> None:
         assert self._pub is not None

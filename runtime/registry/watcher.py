@@ -23,8 +23,9 @@ from runtime.protocol.messages import (
     registry_succeeded,
 )
 from runtime.protocol.names import ADDED, BEAT, INFO, LIST, REMOVED
-from runtime.registry.client import DeviceRecord, parse_reply, registry_address, registry_socket
+from runtime.registry.client import DeviceRecord, Listing, parse_reply, registry_address, registry_socket
 from runtime.transport.addresses import connectable, host_of
+from runtime.transport.monitor import Monitor
 from runtime.transport.security import CurveClient
 
 __all__ = ["Change", "WatchCallback", "Watcher", "watch"]
@@ -74,6 +75,7 @@ class Watcher:
         self._wake_r.setblocking(False)
         self._ids = itertools.count(1)
         self._epoch: str | None = None
+        self._refused: str | None = None  # the refusal logged last, so a repeated one is not
         self._seq = 0
         self._thread = threading.Thread(target=self._run, name="zidl-watch", daemon=True)
         self._thread.start()
@@ -102,7 +104,9 @@ class Watcher:
     # -- the watcher's thread --------------------------------------------
 
     def _run(self) -> None:
-        dealer: zmq.Socket[bytes] = registry_socket(zmq.Context.instance().socket(zmq.DEALER), self.url, self.curve)
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        self._monitor: Monitor = Monitor(sock)  # before connecting: a refused handshake is logged, not waited out
+        dealer = registry_socket(sock, self.url, self.curve)
         sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         if self.curve is not None and self.curve.server_key is not None:
@@ -132,6 +136,7 @@ class Watcher:
         except Exception:
             log.exception("watcher of %s failed", self.url)
         finally:
+            self._monitor.close()
             dealer.close(0)
             sub.close(0)
             self._wake_r.close()
@@ -181,11 +186,15 @@ class Watcher:
         return True
 
     def _relist(self, dealer: zmq.Socket[Any]) -> None:
-        reply = self._request(dealer, LIST)
-        if reply is None:
-            return
+        listing = Listing()
+        while True:
+            reply = self._request(dealer, LIST, **listing.fields())
+            if reply is None:
+                return
+            if listing.take(reply):
+                break
         try:
-            fresh = {r.name: r for r in map(DeviceRecord.from_dict, reply.get("devices", []))}
+            fresh = {r.name: r for r in map(DeviceRecord.from_dict, listing.devices)}
         except ProtocolError:
             log.warning("watcher: the registry at %s sent a malformed list", self.url)
             return
@@ -193,7 +202,7 @@ class Watcher:
         with self._lock:
             old = self._devices
             self._devices = fresh
-            epoch, seq = registry_position(reply)
+            epoch, seq = listing.position or (None, 0)
             self._epoch = epoch if isinstance(epoch, str) else None
             self._seq = seq if isinstance(seq, int) else 0
         if not first or self.initial:
@@ -217,11 +226,11 @@ class Watcher:
             raise ProtocolError(f"the registry at {self.url} did not say where its events are")
         return connectable(events, host_of(self.url))
 
-    def _request(self, dealer: zmq.Socket[Any], kind: str) -> dict[str, Any] | None:
+    def _request(self, dealer: zmq.Socket[Any], kind: str, **fields: Any) -> dict[str, Any] | None:
         """One request, waiting at most ``timeout`` (less if closed); None without an answer."""
         request_id = next(self._ids)
         with contextlib.suppress(zmq.Again):
-            dealer.send(registry_request(kind, request_id), zmq.NOBLOCK)
+            dealer.send(registry_request(kind, request_id, **fields), zmq.NOBLOCK)
         poller = zmq.Poller()
         poller.register(dealer, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
@@ -233,6 +242,10 @@ class Watcher:
             if reply is not None and registry_id(reply) == request_id:
                 return reply if registry_succeeded(reply) else None
         if not self._closing:
+            self._monitor.drain()
+            if self._monitor.refused is not None and self._monitor.refused != self._refused:
+                log.error("watcher: the registry at %s refused it: %s", self.url, self._monitor.refused)
+            self._refused = self._monitor.refused
             log.debug("watcher: no answer from the registry at %s", self.url)
         return None
 

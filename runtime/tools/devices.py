@@ -109,10 +109,21 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _registry_cmd(args: argparse.Namespace) -> int:
     curve = None
+    if args.secret_key is None and (args.allowed is not None or args.allow_any_key):
+        raise UsageError("--allowed and --allow-any-key go with --secret-key (Curve is off without it)")
     if args.secret_key is not None:
-        allowed = args.allowed
-        curve = CurveServer(args.secret_key, allowed=allowed, allow_any=allowed is None)
-    Registry(ttl=args.ttl, curve=curve).serve(args.bind)
+        if (args.allowed is None) == (not args.allow_any_key):
+            raise UsageError(
+                "with --secret-key, give --allowed DIR (a key from NAME.key may register NAME), "
+                "or --allow-any-key to let any key register any name"
+            )
+        try:
+            curve = CurveServer(args.secret_key, allowed=args.allowed, allow_any=args.allow_any_key)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if not (args.ttl > 0 and args.max_devices > 0):
+        raise UsageError("--ttl and --max-devices must be positive")
+    Registry(ttl=args.ttl, curve=curve, max_devices=args.max_devices).serve(args.bind)
     return 0
 
 
@@ -238,13 +249,20 @@ def register(commands: Any) -> None:
         "--bind", default="tcp://127.0.0.1:5555", help="address to serve on (default tcp://127.0.0.1:5555)"
     )
     registry.add_argument(
-        "--ttl", type=float, default=3.0, help="seconds a device stays registered without a heartbeat"
+        "--ttl", type=float, default=3.0, help="the longest lease: seconds a device stays registered unheard"
     )
+    registry.add_argument("--max-devices", type=int, default=10_000, help="devices registered at most (default 10000)")
     registry.add_argument(
         "--secret-key", default=None, metavar="SECRET", help="CurveZMQ: the registry's secret key (.key_secret file)"
     )
     registry.add_argument(
-        "--allowed", default=None, metavar="DIR", help="CurveZMQ: folder of allowed client public keys (default: any)"
+        "--allowed",
+        default=None,
+        metavar="DIR",
+        help="CurveZMQ: folder of allowed client public keys; a key from NAME.key may register NAME (and NAME-N)",
+    )
+    registry.add_argument(
+        "--allow-any-key", action="store_true", help="CurveZMQ without --allowed: any key may register any name"
     )
     registry.set_defaults(run=_registry_cmd)
 

@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -136,36 +136,75 @@ def read_secret_key(source: KeySource) -> bytes:
     return secret
 
 
-def public_keys(allowed: KeySource | Iterable[KeySource]) -> frozenset[bytes]:
-    """The public keys in ``allowed``: a folder of ``*.key`` files, one key or key file, or a list of them."""
-    if isinstance(allowed, str | bytes | os.PathLike):
+Allowed = KeySource | Iterable[KeySource] | Mapping[str, KeySource]
+"""Allowed client keys: a folder of ``*.key`` files, one key or key file, a list of them, or names to keys."""
+
+
+def public_keys(allowed: Allowed) -> frozenset[bytes]:
+    """The public keys in ``allowed``."""
+    return frozenset(named_keys(allowed))
+
+
+def named_keys(allowed: Allowed) -> dict[bytes, frozenset[str]]:
+    """Each public key in ``allowed`` with the names it came under: a key file's name (``cam1.key``: cam1).
+
+    A key given as Z85 text has no name, unless ``allowed`` maps names to keys.
+    """
+    pairs: list[tuple[bytes, str | None]] = []
+    if isinstance(allowed, Mapping):
+        pairs = [(read_public_key(key), str(name)) for name, key in allowed.items()]
+    elif isinstance(allowed, str | bytes | os.PathLike):
         if _key_text(allowed) is None and Path(os.fsdecode(allowed)).is_dir():
-            return frozenset(read_public_key(path) for path in sorted(Path(os.fsdecode(allowed)).glob("*.key")))
-        return frozenset({read_public_key(allowed)})
-    return frozenset(read_public_key(item) for item in allowed)
+            files = sorted(Path(os.fsdecode(allowed)).glob("*.key"))
+            pairs = [(read_public_key(path), _file_name(path)) for path in files]
+        else:
+            pairs = [(read_public_key(allowed), _file_name(allowed))]
+    else:
+        pairs = [(read_public_key(item), _file_name(item)) for item in allowed]
+    names: dict[bytes, set[str]] = {}
+    for key, name in pairs:
+        names.setdefault(key, set()).update([name] if name is not None else [])
+    return {key: frozenset(found) for key, found in names.items()}
+
+
+def _file_name(source: KeySource) -> str | None:
+    """The name a key file gives its key (``keys/cam1.key``: cam1); None for a key given as text."""
+    if _key_text(source) is not None:
+        return None
+    name = Path(os.fsdecode(source)).name
+    for suffix in (".key_secret", ".key"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 class CurveServer:
     """CurveZMQ for what binds (a server, the registry): its secret key and the client keys it accepts.
 
     ``secret_key`` is Z85 text or a ``.key_secret`` file. ``allowed`` is a folder of
-    public key files (``*.key``, read once, here), a key, a key file, or a list of
-    them. ``allow_any=True`` accepts every client key instead: traffic is still
-    encrypted and the server still proven, but anyone may call.
+    public key files (``*.key``, read once, here), a key, a key file, a list of
+    them, or a mapping of names to keys. ``allow_any=True`` accepts every client key
+    instead: traffic is still encrypted and the server still proven, but anyone may
+    call. ``names`` is what a registry lets each key register: the names of the
+    files it came from (Z85 text: none).
     """
 
     def __init__(
         self,
         secret_key: KeySource,
         *,
-        allowed: KeySource | Iterable[KeySource] | None = None,
+        allowed: Allowed | None = None,
         allow_any: bool = False,
     ) -> None:
         if (allowed is None) == (not allow_any):
             raise ValueError("give CurveServer either allowed= (client public keys) or allow_any=True")
         self.secret_key = _secret(secret_key)
         self.public_key = zmq.curve_public(self.secret_key).decode()
-        self.allowed: frozenset[bytes] | None = None if allowed is None else public_keys(allowed)
+        named = None if allowed is None else named_keys(allowed)
+        self.allowed: frozenset[bytes] | None = None if named is None else frozenset(named)
+        self.names: dict[str, frozenset[str]] | None = (
+            None if named is None else {key.decode(): found for key, found in named.items()}
+        )
 
     def secure(self, *sockets: Socket) -> Grant:
         """Switch Curve on for ``sockets`` (before they bind); close the returned grant when they close."""
