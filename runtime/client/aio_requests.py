@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
 import zmq.asyncio
@@ -67,6 +67,8 @@ class AsyncRequests(ClientCore[SignalT]):
         self._sync: Socket | None = None
         self._looking = False
         """A look for replies is due in this turn of the loop (``_look_for_replies``)."""
+        self._receiving: asyncio.Future[list[Any]] | None = None
+        """The reader task's receive of the next message."""
         self._socket: zmq.asyncio.Socket | None = None
         self._monitor: Monitor | None = None
         self._monitor_socket: zmq.asyncio.Socket | None = None
@@ -108,6 +110,7 @@ class AsyncRequests(ClientCore[SignalT]):
         if self._sync is not None:
             self._sync.close(linger=0)
         self._monitor_socket = self._socket = self._monitor = self._sync = None
+        self._receiving = None
 
     def _ensure_socket(self) -> tuple[Socket, zmq.asyncio.Socket]:
         """The DEALER, made on first use: as a plain socket (to send and read what is there) and for awaiting."""
@@ -277,7 +280,9 @@ class AsyncRequests(ClientCore[SignalT]):
         """Await a reply, then take every reply already waiting from the plain socket, without a future each."""
         while True:
             try:
-                self._resolve(await socket.recv_multipart(copy=False))
+                receiving = cast("asyncio.Future[list[Any]]", socket.recv_multipart(copy=False))  # a Future, typed less
+                self._receiving = receiving
+                self._resolve(await receiving)
                 self._take_replies(sync)
             except zmq.ZMQError:
                 return
@@ -295,8 +300,11 @@ class AsyncRequests(ClientCore[SignalT]):
             loop.call_soon(self._look)
 
     def _look(self) -> None:
+        """Take the replies waiting, unless the reader task has received one it has not handled yet: it takes them
+        itself right after, and a look now would hand on later messages before that one (a stream's, out of order)."""
         self._looking = False
-        if self._sync is not None:  # else closed (or moving) since
+        receiving = self._receiving
+        if self._sync is not None and (receiving is None or not receiving.done()):  # else closed (or moving) since
             self._take_replies(self._sync)
 
     def _take_replies(self, sync: Socket) -> None:

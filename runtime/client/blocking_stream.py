@@ -8,6 +8,7 @@ adds only how a blocking reader waits and how a credit or a cancel goes out.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -83,7 +84,7 @@ class Stream(Generic[T, R]):
         return self
 
     def __next__(self) -> T:
-        with self._reading:
+        with self._reading, self._interruptible():
             state = self._state
             while True:
                 if self._cancel_asked:
@@ -101,7 +102,7 @@ class Stream(Generic[T, R]):
 
     def result(self) -> R:
         """Wait for the end, skipping the items not read; the final value, or raise what ended the stream."""
-        with self._reading:
+        with self._reading, self._interruptible():
             state = self._state
             while state.open:
                 if self._cancel_asked:
@@ -138,14 +139,20 @@ class Stream(Generic[T, R]):
 
     # --- with ``_reading`` held ----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """A ``KeyboardInterrupt`` while the reader waits cancels the stream, and is raised once the device knows."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self._cancel_now(confirm=True)
+            raise
+
     def _wait(self) -> None:
         """Wait for one message of the stream, at most the method's timeout; what it brings goes to the state."""
         until = None if self._timeout is None else time.monotonic() + self._timeout
         try:
             frames = self._link.receive(until)
-        except KeyboardInterrupt:
-            self._cancel_now(confirm=True)
-            raise
         except ZidlError as exc:  # the connection was lost, or the client closed
             self._state.fail(exc)
             return
