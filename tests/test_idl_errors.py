@@ -236,6 +236,34 @@ MISTAKES = {
         "methods:\n  go: {oneway: true, returns: int}\n",
         ["dev.yaml:4: method 'go' is oneway, so nobody waits for what it returns; remove 'returns' or 'oneway'"],
     ),
+    "stream_that_is_oneway": (
+        "methods:\n  go: {yields: int, oneway: true}\n",
+        [
+            "dev.yaml:4: method 'go' yields items, so its caller reads them and it cannot be oneway; "
+            "remove 'oneway' or 'yields'"
+        ],
+    ),
+    "latest_without_yields": (
+        "methods:\n  go:\n    returns: int\n    latest: true\n",
+        [
+            "dev.yaml:6: 'latest' of method 'go' is for a stream: add 'yields' with the type of its items, "
+            "or remove 'latest'"
+        ],
+    ),
+    "yields_an_unknown_type": (
+        "methods:\n  go:\n    yields: {type: Frame, doc: One frame.}\n",
+        [
+            "dev.yaml:5: unknown type 'Frame' in the items of method 'go'; "
+            "declare it under 'enums' or 'structs', or import the file that does"
+        ],
+    ),
+    "yields_with_a_default": (
+        "methods:\n  go:\n    yields: {type: int, default: 1}\n",
+        [
+            "dev.yaml:5: unknown key 'default' in the items of method 'go'; expected one of doc, ge, gt, le, lt, "
+            "max_length, min_length, multiple_of, pattern, type"
+        ],
+    ),
     "timeout_not_positive": (
         "methods:\n  go: {timeout: 0}\n",
         ["dev.yaml:4: 'timeout' of method 'go' must be a positive number of seconds, or null to wait for ever"],
