@@ -391,7 +391,8 @@ def test_bundled_idl_files_load() -> None:
     assert moveto is not None and moveto.timeout == 60.0
     assert moveto.args[2] == FieldSpec("z", "float", default=0.0, constraints={"ge": 0.0, "le": 100.0})
     run_scan = loaded["controller"].interface.find_method("run_scan")
-    assert run_scan is not None and run_scan.timeout is None
+    assert run_scan is not None and run_scan.timeout == 60.0 and run_scan.stream
+    assert run_scan.yields == FieldSpec("item", "ScanProgress")
 
 
 def test_imports_are_loaded_and_their_types_usable(workdir: Path) -> None:
