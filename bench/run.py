@@ -29,7 +29,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import clients, peers, servers
+from bench import clients, peers, servers, streams
 from bench.generated.bench import BenchClient
 from bench.harness import (
     CLIENT_CPU,
@@ -62,12 +62,24 @@ class Settings:
     transports: list[str]
     extended: bool
     """Four clients, properties, the peers and the MALLOC_MMAP_MAX_ opt-in."""
+    stream_items: int = 20_000
+    """Small items in one repetition of the small-item stream."""
+    stream_arrays: int = 12
+    """36 MiB items in one repetition of the ndarray stream."""
+    cancels: int = 200
+    slow_bytes: int = 2 * 1024 * MIB
+    """Streamed to the slow reader (50 ms an item) while the server's RSS is watched."""
+    slow_reps: int = 3
 
 
-QUICK = Settings(11, 600, [32], 6000, [MIB, IMAGE], 150_000_000, 10_000, [1], ["tcp"], extended=False)
+QUICK = Settings(
+    11, 600, [32], 6000, [MIB, IMAGE], 150_000_000, 10_000, [1], ["tcp"], False, 5000, 6, 100, 360 * MIB, 1
+)
 FULL = Settings(
     7, 2000, [1, 8, 32, 128], 6000, [MIB, 8 * MIB, IMAGE], 300_000_000, 20_000, [1, 10], ["tcp", "ipc"], True
 )
+SLOW_READER_PAUSE = 0.05
+"""Seconds the slow reader takes over each item."""
 
 
 @dataclass
@@ -324,6 +336,60 @@ class Suite:
                 self.summary["signals_lost"] = self.summary.get("signals_lost", 0) + int(sum(zidl["lost"]))
         raw_control.close(linger=0)
 
+    def streams(self) -> None:
+        """Streams (tcp), each against a raw DEALER/ROUTER stream with the same credit window, served alike."""
+        shape = [3040, 4056, 3]
+        s = self.s
+        with (
+            server(servers.zidl_server, "tcp://127.0.0.1:0") as zidl,
+            server(streams.raw_stream_server, "tcp://127.0.0.1:0") as raw,
+        ):
+            measured = measure(
+                [
+                    Clients(streams.zidl_small_stream, (zidl, s.stream_items)),
+                    Clients(streams.raw_small_stream, (raw, s.stream_items)),
+                    Clients(streams.zidl_array_stream, (zidl, shape, s.stream_arrays)),
+                    Clients(streams.raw_array_stream, (raw, shape, s.stream_arrays)),
+                    Clients(streams.zidl_cancel, (zidl, s.cancels)),
+                    Clients(streams.raw_cancel, (raw, s.cancels)),
+                ],
+                s.reps,
+            )
+            small, raw_small, array, raw_array, cancel, raw_cancel = ({"tcp": reps} for reps in measured)
+            slow_count = max(1, s.slow_bytes // IMAGE)
+            slow, raw_slow = (
+                {"tcp": reps}
+                for reps in measure(
+                    [
+                        Clients(streams.zidl_slow_reader, (zidl, shape, slow_count, SLOW_READER_PAUSE)),
+                        Clients(streams.raw_slow_reader, (raw, shape, slow_count, SLOW_READER_PAUSE)),
+                    ],
+                    s.slow_reps,
+                )
+            )
+        base = "raw DEALER/ROUTER stream, same credit window"
+        small_row = compared("stream of small items", "items/s", base, small, raw_small, key("per_s"))
+        self.add(small_row, "stream_small_ratio")
+        self.add(
+            compared("stream of 36 MiB ndarray items", "MB/s", base, array, raw_array, key("per_s")),
+            "stream_ndarray_36mib_ratio",
+        )
+        p50 = self.add(compared("cancel to generator closed p50", "ms", base, cancel, raw_cancel, key("p50_ms")))
+        p99 = self.add(compared("cancel to generator closed p99", "ms", base, cancel, raw_cancel, key("p99_ms")))
+        rss = self.add(
+            compared(
+                f"server RSS, {slow_count} x 36 MiB to a reader taking 50 ms an item",
+                "MiB",
+                base,
+                slow,
+                raw_slow,
+                key("rss_mib"),
+            )
+        )
+        self.summary["cancel_p50_ms"] = round(p50.measured["tcp"].median, 2)
+        self.summary["cancel_p99_ms"] = round(p99.measured["tcp"].median, 2)
+        self.summary["slow_reader_rss_mib"] = round(rss.measured["tcp"].high)
+
     def opt_in(self) -> None:
         """The 36 MiB transfers again, server and client processes started with ``MALLOC_MMAP_MAX_=0``."""
         self.transfers(env=GLIBC_NO_MMAP, sizes=[IMAGE])
@@ -477,7 +543,7 @@ def main() -> None:
     started = time.monotonic()
     with servers_for(settings.transports) as addresses:
         suite = Suite(settings, addresses)
-        benchmarks = [suite.small_call, suite.pipelined, suite.transfers, suite.signals]
+        benchmarks = [suite.small_call, suite.pipelined, suite.transfers, suite.signals, suite.streams]
         if settings.extended:
             benchmarks += [suite.four_clients, suite.properties, suite.opt_in, suite.peers]
         for benchmark in benchmarks:

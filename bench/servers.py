@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -31,14 +34,57 @@ def image(shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     return np.frombuffer(payload(int(np.prod(shape))), dtype=np.uint8).reshape(shape)
 
 
+def rss() -> int:
+    """This process's resident memory, in bytes (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def arrays(count: int, shape: list[int], fresh: bool, seen: list[int]) -> Iterator[np.ndarray[Any, Any]]:
+    """The items of an array stream, zidl's and raw alike; ``seen[0]`` keeps the highest RSS met while it runs."""
+    made = image(tuple(shape))
+    seen[0] = rss()
+    for _ in range(count):
+        yield made.copy() if fresh else made
+        seen[0] = max(seen[0], rss())
+
+
 def small_result(a: int, b: float) -> dict[str, float]:
     """What the small call computes, zidl and raw alike."""
     return {"sum": a + b, "product": a * b}
 
 
 class Bench(BenchServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0.0
+        self.seen = [0]
+
     def small(self, a: int, b: float) -> dict[str, float]:
         return small_result(a, b)
+
+    def stream_small(self, count: int) -> Iterator[dict[str, float]]:
+        result = small_result(3, 0.5)
+        for _ in range(count):
+            yield result
+
+    def stream_arrays(self, count: int, shape: list[int], fresh: bool = False) -> Iterator[np.ndarray[Any, Any]]:
+        return arrays(count, shape, fresh, self.seen)
+
+    def forever(self) -> Iterator[int]:
+        count = 0
+        try:
+            while True:
+                yield count
+                count += 1
+        finally:
+            self.closed = time.monotonic()
+
+    def closed_at(self) -> float:
+        return self.closed
+
+    def peak_rss(self) -> int:
+        return self.seen[0]
 
     def make_bytes(self, size: int) -> bytes:
         return payload(size)

@@ -322,6 +322,9 @@ class _Checker:
                     self.check_typed(field_loc, field)
             elif returns is not None:
                 self.check_typed((*loc, "returns"), returns)
+            if method.yields is not None:
+                self.check_typed((*loc, "yields"), method.yields)
+            self.check_stream(loc, method.yields is not None, method.oneway, method.latest)
             for index, error in enumerate(method.raises):
                 if error not in self.error_names:
                     hint = _suggest(error, self.error_names) or "; declare it under 'errors'"
@@ -337,6 +340,21 @@ class _Checker:
                     (*loc, "timeout"),
                     f"'timeout' of {describe(loc)} must be a positive number of seconds, or null to wait for ever",
                 )
+
+    def check_stream(self, loc: Loc, stream: bool, oneway: bool, latest: bool) -> None:
+        """A stream has a reader, so it is never oneway; only a stream has items to skip."""
+        if stream and oneway:
+            self.error(
+                (*loc, "yields"),
+                f"{describe(loc)} yields items, so its caller reads them and it cannot be oneway; "
+                "remove 'oneway' or 'yields'",
+            )
+        if latest and not stream:
+            self.error(
+                (*loc, "latest"),
+                f"'latest' of {describe(loc)} is for a stream: add 'yields' with the type of its items, "
+                "or remove 'latest'",
+            )
 
     def check_struct_cycles(self) -> None:
         """A struct may contain itself only where the chain can end: behind ``| None``, a list, a dict."""

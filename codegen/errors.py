@@ -66,6 +66,8 @@ def describe(loc: Sequence[str | int]) -> str:
         if rest[1:2] == ("fields",) and len(rest) >= 3:
             return f"result field '{rest[2]}' of {owner}"
         return f"the return of {owner}"
+    if rest[:1] == ("yields",):
+        return f"the items of {owner}"
     if len(rest) >= 2 and rest[0] in _MEMBERS:
         return f"{_MEMBERS[str(rest[0])]} '{rest[1]}' of {owner}"
     return owner

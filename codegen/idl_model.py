@@ -136,6 +136,8 @@ class ReturnDecl(ConstrainedType):
 class MethodDecl(_Model):
     args: dict[str, FieldDecl] = {}
     returns: ReturnDecl | None = None
+    yields: ConstrainedType | None = None
+    latest: bool = False
     raises: list[str] = []
     timeout: float | None = 10.0
     oneway: bool = False
@@ -209,6 +211,8 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel]:
         return _SECTION_MODELS[str(loc[0])]
     if loc[2] == "returns":
         return ReturnDecl if len(loc) == 3 else FieldDecl
+    if loc[2] == "yields":
+        return ConstrainedType
     return FieldDecl
 
 

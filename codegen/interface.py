@@ -38,6 +38,12 @@ def _fields(decls: Mapping[str, FieldDecl]) -> tuple[FieldSpec, ...]:
     return tuple(_field(name, decl) for name, decl in decls.items())
 
 
+def _kind(decl: MethodDecl) -> MethodKind:
+    if decl.yields is not None:
+        return MethodKind.STREAM
+    return MethodKind.ONEWAY if decl.oneway else MethodKind.CALL
+
+
 def _method(name: str, decl: MethodDecl) -> MethodSpec:
     returns = decl.returns
     return MethodSpec(
@@ -47,9 +53,11 @@ def _method(name: str, decl: MethodDecl) -> MethodSpec:
         result=_fields(returns.fields) if returns is not None and returns.fields is not None else (),
         raises=tuple(decl.raises),
         timeout=None if decl.timeout is None else float(decl.timeout),
-        kind=MethodKind.ONEWAY if decl.oneway else MethodKind.CALL,
+        kind=_kind(decl),
         concurrent=decl.concurrent,
         doc=decl.doc,
+        yields=_field("item", decl.yields) if decl.yields is not None else None,
+        latest=decl.latest,
     )
 
 

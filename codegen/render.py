@@ -127,10 +127,33 @@ class MethodView:
     spec: MethodSpec
     params: tuple[Param, ...]
     returns: str
+    item: str | None = None
+    """A stream's item annotation."""
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def stream(self) -> bool:
+        return self.item is not None
+
+    @property
+    def server_returns(self) -> str:
+        """What the implementation returns: a stream's is a generator."""
+        if self.item is None:
+            return self.returns
+        if self.returns == "None":
+            return f"Iterator[{self.item}]"
+        return f"Generator[{self.item}, None, {self.returns}]"
+
+    @property
+    def protocol_returns(self) -> str:
+        """What both the implementation and a blocking client return: a stream's items can be iterated over."""
+        return self.returns if self.item is None else f"Iterator[{self.item}]"
+
+    def client_returns(self, stream_class: str) -> str:
+        return self.returns if self.item is None else f"{stream_class}[{self.item}, {self.returns}]"
 
     def signature(self, *, timeout: bool) -> str:
         """The parameters after ``self``; keyword-only where a required one follows a default."""
@@ -267,7 +290,12 @@ class ModuleBuilder:
 
     def method(self, spec: MethodSpec) -> MethodView:
         returns = spec.result_name if spec.result else self.annotation(parse_type(spec.return_type))
-        return MethodView(spec, self.params(spec.args), returns)
+        item = None if spec.yields is None else self.annotation(spec.yields.type_expr)
+        if item is not None:
+            abc_names = {"Iterator"} if returns == "None" else {"Iterator", "Generator"}
+            self.imports.stdlib["collections.abc"].update(abc_names)
+            self.imports.first_party["runtime"].update({"Stream", "AsyncStream", "MethodKind"})
+        return MethodView(spec, self.params(spec.args), returns, item)
 
     def build(self) -> dict[str, Any]:
         iface = self.interface
@@ -321,7 +349,7 @@ class ModuleBuilder:
             runtime.add("FieldSpec")
         typing = self.imports.stdlib["typing"]
         typing.add("Protocol")
-        if any(m.returns != "None" for m in methods) or properties:
+        if any(m.returns != "None" and not m.stream for m in methods) or properties:
             typing.add("cast")
         for module in self.imported:
             self.imports.local[f".{module}"].add(f"INTERFACE as {module.upper()}_INTERFACE")

@@ -3,7 +3,12 @@
     python examples/demo.py            # run one scan of 36 positions, print a summary, stop everything
     python examples/demo.py --rig      # start the rig and leave it running until Ctrl-C
 
-Every process it starts is stopped on success, on error and on Ctrl-C.
+Every process it starts is stopped on success, on error and on Ctrl-C. The progress
+bar is drawn from the scan's stream (`run_scan` yields after each position). Ctrl-C
+cancels the scan on the controller, which stops the stage where it is and records in
+the dataset's `scan.json` that the scan is incomplete and how far it got; then every
+process is stopped, the controller first. The rig's processes run in a session of
+their own, so that Ctrl-C reaches the demo alone and it stops them in that order.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from tqdm import tqdm
 
 from generated.controller import ControllerClient, ScanSummary
 from runtime import ZidlError, list_devices
@@ -47,7 +54,9 @@ class Rig:
     def _start(self, name: str, *command: str) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", "ZIDL_REGISTRY": self.registry}
         output = subprocess.DEVNULL if self.quiet else None
-        self.processes[name] = subprocess.Popen([sys.executable, *command], env=env, stdout=output, stderr=output)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, *command], env=env, stdout=output, stderr=output, start_new_session=True
+        )
 
     def start(self) -> None:
         self._start("registry", "-m", "runtime.tools.cli", "registry", "--bind", self.registry)
@@ -72,15 +81,19 @@ class Rig:
         raise RuntimeError(f"the rig did not come up within {timeout:.0f} s")
 
     def stop(self) -> None:
-        for process in reversed(self.processes.values()):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """The controller first (it finishes a cancelled scan with the stage and cameras still up), then the rest."""
+        first = [self.processes[name] for name in ("controller",) if name in self.processes]
+        rest = [process for process in reversed(self.processes.values()) if process not in first]
+        for group in (first, rest):
+            for process in group:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in group:
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 @contextmanager
@@ -94,13 +107,8 @@ def running_rig(registry: str, *, camera_options: Sequence[str] = (), quiet: boo
         rig.stop()
 
 
-def progress_bar(done: int, total: int, width: int = 40) -> str:
-    filled = width * done // max(total, 1)
-    return f"\r  scanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-
-
 def scan(registry: str, output: Path, positions: int, dataset: str | None = None) -> ScanSummary:
-    """Run one scan through the controller, drawing a progress bar from its signals."""
+    """Run one scan through the controller, drawing a progress bar from its stream; Ctrl-C cancels it."""
     with ControllerClient.lookup("controller", registry=registry) as controller:
         cameras_seen = threading.Event()
         controller.cameraNamesChanged.connect(lambda names: cameras_seen.set() if len(names) >= 2 else None)
@@ -109,18 +117,20 @@ def scan(registry: str, output: Path, positions: int, dataset: str | None = None
         controller.set_db_url(str(output.resolve()))
         controller.set_dataset_name(dataset or time.strftime("scan-%Y%m%d-%H%M%S"))
         controller.set_config({"positions": positions})
-        finished = threading.Event()
-
-        def on_progress(done: int) -> None:
-            print(progress_bar(done, positions), end="", flush=True)
-            if done == positions:
-                finished.set()
-
-        controller.progressChanged.connect(on_progress)
-        summary = controller.run_scan()
-        finished.wait(timeout=5.0)
-        print()
-        return summary
+        with (
+            tqdm(total=positions, desc="  scanning", unit="pos", leave=True, dynamic_ncols=True) as bar,
+            controller.run_scan() as steps,
+        ):
+            try:
+                for step in steps:
+                    bar.set_postfix(images=step.images, refresh=False)
+                    bar.update(step.done - bar.n)
+            except KeyboardInterrupt:
+                bar.write(
+                    f"  cancelled after {bar.n} of {positions} positions; the scan's scan.json says how far it got"
+                )
+                raise
+            return steps.result()
 
 
 def report(summary: ScanSummary) -> None:
@@ -159,7 +169,7 @@ def main() -> int:
         print("stopped every process")
         return 0
     except KeyboardInterrupt:
-        print("\ninterrupted; every process stopped")
+        print("interrupted: the scan was cancelled; every process stopped")
         return 130
     except (RuntimeError, ZidlError) as exc:
         print(f"demo: {exc}", file=sys.stderr)

@@ -118,6 +118,15 @@ class DummyCamera(CameraServer):
             image=data, info=ImageInfo(encoding=self.encoding, rotation=self.rotation, shape=(height, width, channels))
         )
 
+    def preview(self, fps: float = 5.0) -> Iterator[bytes]:
+        """Lores JPEG frames at ``fps``, until the reader stops (the runtime closes this generator at its ``yield``)."""
+        period = 1.0 / fps
+        due = time.monotonic()
+        while True:
+            yield simplejpeg.encode_jpeg(self.frame(lores=True), quality=80, colorspace="RGB", colorsubsampling="420")
+            due += period
+            time.sleep(max(0.0, due - time.monotonic()))
+
     def capture_array(self) -> NDArray:
         if self.mode is CameraMode.video:
             raise CameraBusy("the camera is streaming video; set mode to still first", mode=self.mode)

@@ -1,5 +1,7 @@
 """A dummy three-axis stage: moves take time in proportion to distance and report along the way.
 
+A move whose caller cancels it (or goes away) stops where the stage is.
+
 python examples/dummy_cnc.py --name stage --registry tcp://127.0.0.1:5555
 """
 
@@ -12,6 +14,9 @@ import threading
 import time
 
 from generated.cnc import CncServer, OutOfReach, Position
+from runtime import current_call
+
+log = logging.getLogger("dummy_cnc")
 
 REACH_MM = 180.0
 """How far from the centre the carriage can go, in the x-y plane."""
@@ -49,13 +54,18 @@ class DummyCnc(CncServer):
         distance = math.dist((start.x, start.y, start.z), (x, y, z))
         duration = distance / self.speed
         began = time.monotonic()
+        call = current_call()
         while (elapsed := time.monotonic() - began) < duration:
             fraction = elapsed / duration
-            self._arrive(
+            here = (
                 start.x + (x - start.x) * fraction,
                 start.y + (y - start.y) * fraction,
                 start.z + (z - start.z) * fraction,
             )
+            self._arrive(*here)
+            if call.cancelled:
+                log.info("move to (%.1f, %.1f, %.1f) cancelled: stopped at (%.1f, %.1f, %.1f)", x, y, z, *here)
+                return
             time.sleep(min(self.report_interval, duration - elapsed))
         self._arrive(x, y, z)
 

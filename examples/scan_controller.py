@@ -5,29 +5,79 @@
 It follows the registry, so `camera_names` changes as cameras come and go. A scan
 writes `<root>/<dataset>/images/<position>_<camera>.<jpg|png>` and a JSON file of
 metadata beside each image. A camera that fails mid-scan is left out of the rest
-of the scan and named in the summary.
+of the scan and named in the summary. `run_scan` is a stream: it yields the
+progress after each position and returns the summary. Cancelled (its reader
+cancels it or goes away), the scan stops: the stage's move is cancelled where it
+is, and `<dataset>/scan.json` records that the scan is incomplete and how far it got.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
+import queue
+import threading
 import time
+from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from generated.camera import AsyncCameraClient, Encoding, GetImageResult
 from generated.cnc import AsyncCncClient
-from generated.controller import ControllerServer, NotReady, ScanSummary
-from runtime import DeviceRecord, ZidlError, watch
+from generated.controller import ControllerServer, NotReady, ScanProgress, ScanSummary
+from runtime import DeviceRecord, ZidlError, current_call, watch
 
 log = logging.getLogger("scan_controller")
 
 DEFAULT_CONFIG: dict[str, Any] = {"positions": 36, "radius": 120.0, "z": 0.0, "camera": {}}
+LOOK_FOR_CANCEL = 0.05
+"""Seconds between looks at a cancel while the stream waits for the scan's next report."""
+
+
+class ScanRun:
+    """A scan's coroutine on an event loop of its own thread: its reports come through a queue (None: it ended),
+    and ``stop()`` cancels it and waits until it has cleaned up."""
+
+    def __init__(self, scan: Callable[[Callable[[ScanProgress], None]], Coroutine[Any, Any, ScanSummary]]) -> None:
+        self.reports: queue.SimpleQueue[ScanProgress | None] = queue.SimpleQueue()
+        self._loop = asyncio.new_event_loop()
+        self._task = self._loop.create_task(self._run(scan))
+        self._thread = threading.Thread(target=self._drive, name="scan")
+        self._thread.start()
+
+    def _drive(self) -> None:
+        with contextlib.suppress(BaseException):  # what the scan met stays in its task, for ``stop()``
+            self._loop.run_until_complete(self._task)
+
+    async def _run(
+        self, scan: Callable[[Callable[[ScanProgress], None]], Coroutine[Any, Any, ScanSummary]]
+    ) -> ScanSummary:
+        try:
+            return await scan(self.reports.put)
+        finally:
+            self.reports.put(None)
+
+    def next_report(self) -> ScanProgress | None:
+        """The next report; None once the scan has ended, or when the stream's caller cancelled it."""
+        while True:
+            try:
+                return self.reports.get(timeout=LOOK_FOR_CANCEL)
+            except queue.Empty:
+                if current_call().cancelled:
+                    return None
+
+    def stop(self) -> ScanSummary:
+        """Cancel the scan if it still runs, wait for it to end; what it produced (or raise what it met)."""
+        if not self._task.done():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join()
+        self._loop.close()
+        return self._task.result()
 
 
 class ScanController(ControllerServer):
@@ -81,7 +131,7 @@ class ScanController(ControllerServer):
     def set_api_token(self, token: str) -> None:
         self.api_token = token
 
-    def run_scan(self) -> ScanSummary:
+    def run_scan(self) -> Generator[ScanProgress, None, ScanSummary]:
         if not self.ready_to_scan or self.root is None:
             missing = [
                 what
@@ -93,9 +143,17 @@ class ScanController(ControllerServer):
                 if not have
             ]
             raise NotReady(f"cannot scan yet: no {', '.join(missing)}", reason=f"missing {', '.join(missing)}")
-        return asyncio.run(self._scan(self.root / self.dataset))
+        folder = self.root / self.dataset
+        run = ScanRun(lambda report: self._scan(folder, report))
+        try:
+            while (progress := run.next_report()) is not None:
+                yield progress  # closed here when the caller cancels: ``finally`` stops the scan
+        finally:
+            summary = run.stop()
+        return summary
 
-    async def _scan(self, folder: Path) -> ScanSummary:
+    async def _scan(self, folder: Path, report: Callable[[ScanProgress], None]) -> ScanSummary:
+        """The scan itself; cancelled, it stops where it is (the stage's move too) and records how far it got."""
         config = self.scan_config
         positions: int = config["positions"]
         images = folder / "images"
@@ -107,6 +165,8 @@ class ScanController(ControllerServer):
         failed: list[str] = []
         total_bytes = 0
         phases = {"move": 0.0, "capture": 0.0, "write": 0.0}
+        done = 0
+        complete = False
         stage = await AsyncCncClient.lookup(self.stage, registry=self.registry)
         cameras: dict[str, AsyncCameraClient] = {}
         for name in self.camera_names:
@@ -141,11 +201,18 @@ class ScanController(ControllerServer):
                     total_bytes += self._write(images, index, name, shot, (x, y, config["z"]))
                     per_camera[name] += 1
                 phases["write"] += time.monotonic() - captured
-                self.progress = index + 1
+                done = self.progress = index + 1
+                report(ScanProgress(done=done, total=positions, images=sum(per_camera.values())))
+            complete = True
+        except asyncio.CancelledError:  # the stage's move in flight is cancelled with it, where the stage is
+            log.info("scan cancelled after %d of %d positions", done, positions)
         finally:
             for camera in cameras.values():
                 await camera.close()
             await stage.close()
+            record = {"complete": complete, "positions_done": done, "positions": positions}
+            record["images"] = sum(per_camera.values())
+            (folder / "scan.json").write_text(json.dumps({**record, "time": time.time()}, indent=2))
         return ScanSummary(
             images=sum(per_camera.values()),
             total_bytes=total_bytes,

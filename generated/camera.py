@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 from pydantic import BaseModel, Field
@@ -14,11 +15,13 @@ from runtime import (
     AsyncProperty,
     AsyncReadOnlyProperty,
     AsyncSignal,
+    AsyncStream,
     Client,
     EnumSpec,
     ErrorSpec,
     FieldSpec,
     Interface,
+    MethodKind,
     MethodSpec,
     NDArray,
     PropertySpec,
@@ -27,6 +30,7 @@ from runtime import (
     ServerSignal,
     Signal,
     SignalSpec,
+    Stream,
     StructSpec,
 )
 
@@ -179,6 +183,16 @@ INTERFACE = Interface(
             raises=("CameraBusy",),
             doc="Capture one image and return it raw, height x width x channels.",
         ),
+        MethodSpec(
+            "preview",
+            args=(FieldSpec("fps", "float", default=5.0, doc="Frames a second.", constraints={"gt": 0, "le": 60}),),
+            yields=FieldSpec("item", "bytes", doc="One lores JPEG frame."),
+            latest=True,
+            timeout=5.0,
+            kind=MethodKind.STREAM,
+            concurrent=True,
+            doc="Live low-resolution JPEG frames until the reader stops; a reader that falls behind gets the newest.",
+        ),
     ),
     types=(CameraMode, Encoding, ImageInfo, CameraBusy, GetImageResult),
 )
@@ -215,6 +229,10 @@ class CameraProtocol(Protocol):
 
     def capture_array(self) -> NDArray:
         """Capture one image and return it raw, height x width x channels."""
+        ...
+
+    def preview(self, fps: float = 5.0) -> Iterator[bytes]:
+        """Live low-resolution JPEG frames until the reader stops; a reader that falls behind gets the newest."""
         ...
 
 
@@ -255,6 +273,10 @@ class CameraServer(Server, interface=INTERFACE):
     def capture_array(self) -> NDArray:
         """Capture one image and return it raw, height x width x channels."""
 
+    @abstractmethod
+    def preview(self, fps: float = 5.0) -> Iterator[bytes]:
+        """Live low-resolution JPEG frames until the reader stops; a reader that falls behind gets the newest."""
+
     def set_mode(self, value: CameraMode) -> None:
         """A remote write of `mode`: stores it; override to apply it to the device or refuse it."""
         self.mode = value
@@ -290,6 +312,10 @@ class CameraClient(Client, interface=INTERFACE):
     def capture_array(self, *, timeout: float | None = 10.0) -> NDArray:
         """Capture one image and return it raw, height x width x channels."""
         return cast("NDArray", self._call("capture_array", {}, timeout))
+
+    def preview(self, fps: float = 5.0, *, timeout: float | None = 5.0) -> Stream[bytes, None]:
+        """Live low-resolution JPEG frames until the reader stops; a reader that falls behind gets the newest."""
+        return self._stream("preview", {"fps": fps}, timeout)
 
     @property
     def mode(self) -> CameraMode:
@@ -369,3 +395,7 @@ class AsyncCameraClient(AsyncClient, interface=INTERFACE):
     async def capture_array(self, *, timeout: float | None = 10.0) -> NDArray:
         """Capture one image and return it raw, height x width x channels."""
         return cast("NDArray", await self._call("capture_array", {}, timeout))
+
+    def preview(self, fps: float = 5.0, *, timeout: float | None = 5.0) -> AsyncStream[bytes, None]:
+        """Live low-resolution JPEG frames until the reader stops; a reader that falls behind gets the newest."""
+        return self._stream("preview", {"fps": fps}, timeout)

@@ -106,7 +106,7 @@ INTERFACE = Interface(
             ),
             raises=("OutOfReach",),
             timeout=60.0,
-            doc="Move to a point and return once there.",
+            doc="Move to a point and return once there; a cancelled move stops where the stage is.",
         ),
     ),
     types=(Position, OutOfReach),
@@ -125,7 +125,7 @@ class CncProtocol(Protocol):
         ...
 
     def moveto(self, x: float, y: float, z: float = 0.0) -> None:
-        """Move to a point and return once there."""
+        """Move to a point and return once there; a cancelled move stops where the stage is."""
         ...
 
 
@@ -145,7 +145,7 @@ class CncServer(Server, interface=INTERFACE):
 
     @abstractmethod
     def moveto(self, x: float, y: float, z: float = 0.0) -> None:
-        """Move to a point and return once there."""
+        """Move to a point and return once there; a cancelled move stops where the stage is."""
 
 
 class CncClient(Client, interface=INTERFACE):
@@ -163,7 +163,7 @@ class CncClient(Client, interface=INTERFACE):
         return cast("Position", self._call("get_position", {}, timeout))
 
     def moveto(self, x: float, y: float, z: float = 0.0, *, timeout: float | None = 60.0) -> None:
-        """Move to a point and return once there."""
+        """Move to a point and return once there; a cancelled move stops where the stage is."""
         self._call("moveto", {"x": x, "y": y, "z": z}, timeout)
 
 
@@ -182,5 +182,5 @@ class AsyncCncClient(AsyncClient, interface=INTERFACE):
         return cast("Position", await self._call("get_position", {}, timeout))
 
     async def moveto(self, x: float, y: float, z: float = 0.0, *, timeout: float | None = 60.0) -> None:
-        """Move to a point and return once there."""
+        """Move to a point and return once there; a cancelled move stops where the stage is."""
         await self._call("moveto", {"x": x, "y": y, "z": z}, timeout)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Generator, Iterator
 from typing import Any, Protocol, cast
 
 from pydantic import BaseModel
@@ -12,10 +13,12 @@ from runtime import (
     AsyncClient,
     AsyncReadOnlyProperty,
     AsyncSignal,
+    AsyncStream,
     Client,
     ErrorSpec,
     FieldSpec,
     Interface,
+    MethodKind,
     MethodSpec,
     PropertySpec,
     RemoteError,
@@ -23,6 +26,7 @@ from runtime import (
     ServerSignal,
     Signal,
     SignalSpec,
+    Stream,
     StructSpec,
 )
 
@@ -33,8 +37,20 @@ __all__ = [
     "ControllerProtocol",
     "ControllerServer",
     "NotReady",
+    "ScanProgress",
     "ScanSummary",
 ]
+
+
+class ScanProgress(BaseModel):
+    """How far a scan has got."""
+
+    done: int
+    """Positions done."""
+    total: int
+    """Positions in the scan."""
+    images: int
+    """Images written so far."""
 
 
 class ScanSummary(BaseModel):
@@ -70,6 +86,15 @@ INTERFACE = Interface(
     version=1,
     doc="Drives a scan - moves the stage around the object and captures from every camera.",
     structs=(
+        StructSpec(
+            "ScanProgress",
+            (
+                FieldSpec("done", "int", doc="Positions done."),
+                FieldSpec("total", "int", doc="Positions in the scan."),
+                FieldSpec("images", "int", doc="Images written so far."),
+            ),
+            doc="How far a scan has got.",
+        ),
         StructSpec(
             "ScanSummary",
             (
@@ -152,12 +177,14 @@ INTERFACE = Interface(
         MethodSpec(
             "run_scan",
             returns=FieldSpec("return", "ScanSummary"),
+            yields=FieldSpec("item", "ScanProgress"),
             raises=("NotReady",),
-            timeout=None,
-            doc="Run a whole scan and return what it produced.",
+            timeout=60.0,
+            kind=MethodKind.STREAM,
+            doc="Run a whole scan, yielding its progress after each position; return what it produced.",
         ),
     ),
-    types=(ScanSummary, NotReady),
+    types=(ScanProgress, ScanSummary, NotReady),
 )
 
 
@@ -200,8 +227,8 @@ class ControllerProtocol(Protocol):
         """Keep the token for a remote database."""
         ...
 
-    def run_scan(self) -> ScanSummary:
-        """Run a whole scan and return what it produced."""
+    def run_scan(self) -> Iterator[ScanProgress]:
+        """Run a whole scan, yielding its progress after each position; return what it produced."""
         ...
 
 
@@ -242,8 +269,8 @@ class ControllerServer(Server, interface=INTERFACE):
         """Keep the token for a remote database."""
 
     @abstractmethod
-    def run_scan(self) -> ScanSummary:
-        """Run a whole scan and return what it produced."""
+    def run_scan(self) -> Generator[ScanProgress, None, ScanSummary]:
+        """Run a whole scan, yielding its progress after each position; return what it produced."""
 
 
 class ControllerClient(Client, interface=INTERFACE):
@@ -270,9 +297,9 @@ class ControllerClient(Client, interface=INTERFACE):
         """Keep the token for a remote database."""
         self._call("set_api_token", {"token": token}, timeout)
 
-    def run_scan(self, *, timeout: float | None = None) -> ScanSummary:
-        """Run a whole scan and return what it produced."""
-        return cast("ScanSummary", self._call("run_scan", {}, timeout))
+    def run_scan(self, *, timeout: float | None = 60.0) -> Stream[ScanProgress, ScanSummary]:
+        """Run a whole scan, yielding its progress after each position; return what it produced."""
+        return self._stream("run_scan", {}, timeout)
 
     @property
     def progress(self) -> int:
@@ -328,6 +355,6 @@ class AsyncControllerClient(AsyncClient, interface=INTERFACE):
         """Keep the token for a remote database."""
         await self._call("set_api_token", {"token": token}, timeout)
 
-    async def run_scan(self, *, timeout: float | None = None) -> ScanSummary:
-        """Run a whole scan and return what it produced."""
-        return cast("ScanSummary", await self._call("run_scan", {}, timeout))
+    def run_scan(self, *, timeout: float | None = 60.0) -> AsyncStream[ScanProgress, ScanSummary]:
+        """Run a whole scan, yielding its progress after each position; return what it produced."""
+        return self._stream("run_scan", {}, timeout)

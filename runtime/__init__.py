@@ -1,14 +1,25 @@
 """zidl's runtime: the one public surface of the transport, clients, servers, signals and errors.
 
-Generated modules import their bases from here; users import the errors, ``NDArray``,
-the tuning knobs (``Heartbeat``, ``Limits``) and the CurveZMQ settings
+Generated modules import their bases (and ``Stream``, ``AsyncStream``) from here; users
+import the errors, ``NDArray``, ``current_call`` (inside an implementation), the tuning
+knobs (``Heartbeat``, ``Limits``) and the CurveZMQ settings
 (``CurveServer``, ``CurveClient``, ``write_keypair``).
 """
 
-from runtime.client import AsyncClient, AsyncProperty, AsyncReadOnlyProperty, AsyncSignal, Client, Signal
+from runtime.client import (
+    AsyncClient,
+    AsyncProperty,
+    AsyncReadOnlyProperty,
+    AsyncSignal,
+    AsyncStream,
+    Client,
+    Signal,
+    Stream,
+)
 from runtime.errors import (
     AuthenticationFailed,
     CallTimeout,
+    Cancelled,
     ClientClosed,
     ConnectionLost,
     DeviceNotFound,
@@ -33,7 +44,7 @@ from runtime.schema import (
     SignalSpec,
     StructSpec,
 )
-from runtime.server import Server, ServerSignal
+from runtime.server import CallContext, Server, ServerSignal, current_call
 from runtime.transport import CurveClient, CurveServer, Heartbeat, KeyPair, generate_keypair, write_keypair
 
 __all__ = [
@@ -41,8 +52,11 @@ __all__ = [
     "AsyncProperty",
     "AsyncReadOnlyProperty",
     "AsyncSignal",
+    "AsyncStream",
     "AuthenticationFailed",
+    "CallContext",
     "CallTimeout",
+    "Cancelled",
     "Client",
     "ClientClosed",
     "ConnectionLost",
@@ -70,9 +84,11 @@ __all__ = [
     "ServerSignal",
     "Signal",
     "SignalSpec",
+    "Stream",
     "StructSpec",
     "Watcher",
     "ZidlError",
+    "current_call",
     "generate_keypair",
     "list_devices",
     "lookup_device",

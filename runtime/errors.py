@@ -5,6 +5,7 @@ One tree, all importable from ``runtime``::
     ZidlError                      anything zidl raises on purpose
     ├── RemoteError                the implementation raised (IDL errors are subclasses)
     ├── CallTimeout                a call or handshake exceeded its timeout (also a TimeoutError)
+    ├── Cancelled                  the call or stream was cancelled by its caller
     ├── ConnectionLost             the peer or network went away while a call was in flight
     ├── AuthenticationFailed       the CurveZMQ handshake failed (key not allowed, wrong server key…)
     ├── ClientClosed               you closed the client (or its server) and then used it
@@ -67,6 +68,13 @@ class CallTimeout(ZidlError, TimeoutError):
     """A call, property access or handshake got no answer within its timeout.
 
     The client stays usable; a reply that comes later is dropped.
+    """
+
+
+class Cancelled(ZidlError):
+    """The call or stream was cancelled by its caller (``stream.cancel()``, a ``with`` block left, a task cancelled).
+
+    ``stream.result()`` of a cancelled stream raises it; the device was told and stopped the call.
     """
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and used as parameters)
 """The `zidl` command line against a live registry and devices, run as a user would run it."""
 
 from __future__ import annotations
@@ -5,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.still_stage import StillStage
+from fixtures.stream_device import Streamer
+from fixtures.stream_fixtures import stream_address, streamer  # noqa: F401
 
 from codegen.load import load_interfaces
 from generated.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
@@ -30,6 +34,10 @@ class TinyCamera(CameraServer):
 
     def capture_array(self) -> NDArray:
         return np.zeros((2, 3, 3), dtype=np.uint8)
+
+    def preview(self, fps: float = 5.0) -> Iterator[bytes]:
+        for number in range(3):
+            yield b"\xff\xd8\xff" + bytes([number])
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +241,54 @@ def test_generate_and_check_without_the_code_generator_say_what_to_install(rig: 
     assert len(lines) == 1, result.stderr
     assert f"zidl: {command} needs the code generator" in lines[0]
     assert "pip install 'zidl[codegen]'" in lines[0]
+
+
+# --- streams and Ctrl-C -----------------------------------------------------------------------------
+
+
+def test_call_on_a_stream_prints_each_item_then_the_final_value(stream_address: str) -> None:
+    called = zidl("call", stream_address, "steps", "n=2", "label=cli")
+    assert called.returncode == 0, called.stderr
+    lines = called.stdout.splitlines()
+    assert [json.loads(line) for line in lines[:2]] == [{"done": 1, "total": 2}, {"done": 2, "total": 2}]
+    assert json.loads("\n".join(lines[2:])) == {"steps": 2, "label": "cli"}
+    as_json = zidl("call", stream_address, "steps", "n=2", "--json")
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == [
+        {"done": 1, "total": 2},
+        {"done": 2, "total": 2},
+        {"steps": 2, "label": "done"},
+    ]
+    assert zidl("call", stream_address, "count", "n=3").stdout.splitlines() == ["0", "1", "2"]
+
+
+def test_call_on_a_stream_saves_bytes_items_as_numbered_files(rig: str, tmp_path: Path) -> None:
+    called = zidl("call", "cam", "preview", "-o", str(tmp_path / "frames"), registry=rig)
+    assert called.returncode == 0, called.stderr
+    saved = sorted((tmp_path / "frames").iterdir())
+    assert [path.name for path in saved] == [f"{number:06d}.jpg" for number in range(1, len(saved) + 1)]
+    assert saved[-1].read_bytes() == b"\xff\xd8\xff\x02"  # a preview is `latest`: the newest frame, at least
+    assert len(called.stdout.splitlines()) == len(saved)
+
+
+@pytest.mark.parametrize("method", ["ticks", "hold"])
+def test_ctrl_c_cancels_the_call_on_the_device_and_exits_130(
+    stream_address: str, streamer: Streamer, method: str
+) -> None:
+    process = subprocess.Popen([ZIDL, "call", stream_address, method], stdout=subprocess.PIPE, text=True)
+    try:
+        if method == "ticks":
+            assert process.stdout is not None and process.stdout.readline().strip() == "0"
+        else:
+            assert streamer.holding.wait(10.0)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10.0) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    if method == "ticks":
+        assert streamer.last("ticks").closed.wait(5.0)
+    else:
+        assert streamer.hold_saw_cancelled.wait(5.0)

@@ -1,5 +1,8 @@
 """Hostile input: thousands of malformed messages to a server and to the registry, over real sockets.
 
+A device with streams also gets hostile credit and cancel messages: negative, huge and
+malformed amounts, unknown ids, another client's ids, a stream's own cancel crossing it.
+
 The registry gets every batch twice: on its request socket and on its heartbeat socket.
 
 Messages come from a seeded ``random.Random`` (the same every run), in batches sent
@@ -26,6 +29,8 @@ import pytest
 import zmq
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
+from fixtures.generated.streams import StreamerClient
+from fixtures.stream_device import Streamer
 
 from runtime import Limits
 from runtime.registry import Registry, RegistryClient
@@ -429,3 +434,78 @@ def test_registry_survives_ten_thousand_hostile_messages(escapes: Escapes) -> No
         finally:
             hostile.close(linger=0)
             hostile_beats.close(linger=0)
+
+
+# --- hostile credit and cancel messages, to a device with streams ------------------------------------
+
+CREDITS = [0, -1, -(2**63), 10**30, 2**64, 1.5, "8", None, True, [], {}, float("inf")]
+
+
+def _stream_chaos(rng: random.Random, next_id: Callable[[], int]) -> tuple[list[list[bytes]], set[int], set[int]]:
+    """A batch of hostile messages: the frames, the ids that must get an error, the ids that must end (any reply)."""
+    frames: list[list[bytes]] = []
+    errors: set[int] = set()
+    ends: set[int] = set()
+    for _ in range(200):
+        case = rng.randrange(7)
+        if case == 0:  # a cancel of something it never sent, or of another client's ids (1, 2, 3...)
+            frames.append([_dump({"v": 1, "id": rng.choice([_junk(rng), rng.randrange(1, 50)]), "k": "cancel"})])
+        elif case == 1:  # credit for nothing, or of every hostile amount
+            message = {"v": 1, "id": rng.choice([_junk(rng), rng.randrange(1, 50)]), "k": "credit"}
+            message["c"] = rng.choice([*CREDITS, _junk(rng)])
+            frames.append([_dump(message)])
+        elif case == 2:  # a stream opened with a hostile first credit
+            request_id = next_id()
+            credits = rng.choice(CREDITS)
+            message = {"v": 1, "id": request_id, "k": "stream", "n": "count", "c": credits, "b": {"n": 3}}
+            frames.append([_dump(message)])
+            (ends if type(credits) is int and credits > 0 else errors).add(request_id)
+        elif case == 3:  # a stream with huge credit (capped by the device), then its cancel, then more credit
+            request_id = next_id()
+            frames.append([_dump({"v": 1, "id": request_id, "k": "stream", "n": "ticks", "c": 10**9, "b": {}})])
+            frames.append([_dump({"v": 1, "id": request_id, "k": "cancel"})])
+            frames.append([_dump({"v": 1, "id": request_id, "k": "credit", "c": 10**9})])
+            ends.add(request_id)
+        elif case == 4:  # a call, cancelled at once: its one reply is its result or the word that it was cancelled
+            request_id = next_id()
+            frames.append([_dump({"v": 1, "id": request_id, "k": "call", "n": "echo", "b": {"value": 1}})])
+            frames.append([_dump({"v": 1, "id": request_id, "k": "cancel"})])
+            ends.add(request_id)
+        elif case == 5:  # a stream request that names a plain method, or a call that names a stream
+            request_id = next_id()
+            kind, name = rng.choice([("stream", "echo"), ("call", "ticks"), ("stream", "nope"), ("stream", None)])
+            frames.append([_dump({"v": 1, "id": request_id, "k": kind, "n": name, "c": 8, "b": {"value": 1}})])
+            errors.add(request_id)
+        else:  # cancel and credit with a body, a name, an id nested deep
+            message = {"v": 1, "id": [[[1]]], "k": rng.choice(["cancel", "credit"]), "n": "ticks", "b": _junk(rng)}
+            frames.append([_dump(message)])
+    return frames, errors, ends
+
+
+def test_hostile_credit_and_cancel_messages_never_break_a_device(escapes: Escapes) -> None:
+    rng = random.Random(SEED)
+    ids = iter(range(1_000_000, 2_000_000))
+    streamer = Streamer()
+    with streamer.running("tcp://127.0.0.1:0", heartbeat=FAST_HEARTBEAT, limits=LIMITS) as address:
+        hostile = _dealer(address)
+        try:
+            with StreamerClient.connect(address, heartbeat=FAST_HEARTBEAT) as good:
+                for _ in range(5):
+                    frames, errors, ends = _stream_chaos(rng, lambda: next(ids))
+                    with good.ticks() as ticks:  # a stream of the good client goes on throughout
+                        assert next(ticks) == 0
+                        for message in frames:
+                            hostile.send_multipart(message)
+                        while errors or ends:
+                            assert hostile.poll(REPLY_WAIT_MS), f"{len(errors)} errors, {len(ends)} ends outstanding"
+                            header = json.loads(hostile.recv_multipart()[0])
+                            if header["k"] == "item":
+                                continue
+                            assert header["id"] not in errors or header["k"] == "err"
+                            errors.discard(header["id"])
+                            ends.discard(header["id"])
+                        assert [next(ticks) for _ in range(20)] == list(range(1, 21))
+                    assert list(good.count(50)) == list(range(50))
+                    assert not escapes.problems, escapes.problems[:3]
+        finally:
+            hostile.close(linger=0)

@@ -236,6 +236,34 @@ MISTAKES = {
         "methods:\n  go: {oneway: true, returns: int}\n",
         ["dev.yaml:4: method 'go' is oneway, so nobody waits for what it returns; remove 'returns' or 'oneway'"],
     ),
+    "stream_that_is_oneway": (
+        "methods:\n  go: {yields: int, oneway: true}\n",
+        [
+            "dev.yaml:4: method 'go' yields items, so its caller reads them and it cannot be oneway; "
+            "remove 'oneway' or 'yields'"
+        ],
+    ),
+    "latest_without_yields": (
+        "methods:\n  go:\n    returns: int\n    latest: true\n",
+        [
+            "dev.yaml:6: 'latest' of method 'go' is for a stream: add 'yields' with the type of its items, "
+            "or remove 'latest'"
+        ],
+    ),
+    "yields_an_unknown_type": (
+        "methods:\n  go:\n    yields: {type: Frame, doc: One frame.}\n",
+        [
+            "dev.yaml:5: unknown type 'Frame' in the items of method 'go'; "
+            "declare it under 'enums' or 'structs', or import the file that does"
+        ],
+    ),
+    "yields_with_a_default": (
+        "methods:\n  go:\n    yields: {type: int, default: 1}\n",
+        [
+            "dev.yaml:5: unknown key 'default' in the items of method 'go'; expected one of doc, ge, gt, le, lt, "
+            "max_length, min_length, multiple_of, pattern, type"
+        ],
+    ),
     "timeout_not_positive": (
         "methods:\n  go: {timeout: 0}\n",
         ["dev.yaml:4: 'timeout' of method 'go' must be a positive number of seconds, or null to wait for ever"],
@@ -363,7 +391,8 @@ def test_bundled_idl_files_load() -> None:
     assert moveto is not None and moveto.timeout == 60.0
     assert moveto.args[2] == FieldSpec("z", "float", default=0.0, constraints={"ge": 0.0, "le": 100.0})
     run_scan = loaded["controller"].interface.find_method("run_scan")
-    assert run_scan is not None and run_scan.timeout is None
+    assert run_scan is not None and run_scan.timeout == 60.0 and run_scan.stream
+    assert run_scan.yields == FieldSpec("item", "ScanProgress")
 
 
 def test_imports_are_loaded_and_their_types_usable(workdir: Path) -> None:

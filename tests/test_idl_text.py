@@ -13,10 +13,12 @@ from runtime.schema.idl_text import to_idl, yaml_text
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.mark.parametrize("name", ["camera", "cnc", "controller"])
-def test_printed_idl_loads_back_into_the_same_interface(name: str, tmp_path: Path) -> None:
-    (original,) = load_interfaces([ROOT / "idl" / f"{name}.yaml"])
-    printed = tmp_path / f"{name}.yaml"
+@pytest.mark.parametrize(
+    "path", ["idl/camera.yaml", "idl/cnc.yaml", "idl/controller.yaml", "tests/fixtures/idl/streams.yaml"]
+)
+def test_printed_idl_loads_back_into_the_same_interface(path: str, tmp_path: Path) -> None:
+    (original,) = load_interfaces([ROOT / path])
+    printed = tmp_path / Path(path).name
     printed.write_text(to_idl(original.interface))
     (reloaded,) = load_interfaces([printed])
     assert reloaded.interface == original.interface

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
@@ -16,8 +17,10 @@ ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 from demo import Rig, free_port, running_rig, scan  # noqa: E402
+from dummy_cnc import DummyCnc  # noqa: E402
 
-from generated.controller import ControllerClient, ScanSummary  # noqa: E402
+from generated.cnc import AsyncCncClient, CncClient  # noqa: E402
+from generated.controller import ControllerClient, ScanProgress, ScanSummary  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 METADATA_KEYS = {"position", "camera", "resolution", "encoding", "rotation", "config", "time"}
@@ -84,3 +87,40 @@ def test_scan_goes_on_without_a_camera_killed_mid_scan(small_rig: Rig, tmp_path:
     assert summary.images == positions + summary.per_camera["cam2"]
     written = list((tmp_path / "killed" / "images").glob("*.jpg"))
     assert len(written) == summary.images
+
+
+def test_a_cancelled_move_stops_the_stage_where_it_is() -> None:
+    stage = DummyCnc(speed=20.0)  # 100 mm: five seconds
+    moving = threading.Event()
+
+    async def move(address: str) -> None:
+        async with AsyncCncClient.connect(address) as client:
+            await client.positionChanged.connect(lambda x, y, z: moving.set() if x > 0 else None)
+            task = asyncio.create_task(client.moveto(100.0, 0.0))
+            await asyncio.to_thread(moving.wait, 5.0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    with stage.running("tcp://127.0.0.1:0") as address:
+        asyncio.run(move(address))
+        with CncClient.connect(address) as client:
+            stopped = client.get_position()  # a serial call: it runs once the cancelled move has returned
+            assert 0.0 < stopped.x < 100.0
+            assert client.get_position() == stopped
+
+
+@pytest.mark.slow
+def test_a_cancelled_scan_records_that_it_is_incomplete_and_how_far_it_got(small_rig: Rig, tmp_path: Path) -> None:
+    with ControllerClient.lookup("controller", registry=small_rig.registry) as controller:
+        controller.set_db_url(str(tmp_path))
+        controller.set_dataset_name("stopped")
+        controller.set_config({"positions": 30})
+        with controller.run_scan() as steps:
+            first = next(steps)
+        assert first == ScanProgress(done=1, total=30, images=2)
+        controller.set_dataset_name("next")  # a serial call: it runs once the cancelled scan has ended
+        record = json.loads((tmp_path / "stopped" / "scan.json").read_text())
+    assert record["complete"] is False
+    assert 1 <= record["positions_done"] < 30 and record["positions"] == 30
+    assert record["images"] == 2 * record["positions_done"]

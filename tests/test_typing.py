@@ -44,5 +44,5 @@ def test_correct_usage_passes_mypy_strict(tmp_path: Path) -> None:
 def test_mypy_reports_exactly_the_mistakes(tmp_path: Path) -> None:
     path = (HERE / "usage_bad.py").relative_to(ROOT)
     expected = _expected(HERE / "usage_bad.py")
-    assert len(expected) == 6
+    assert len(expected) == 10
     assert _mypy(path, tmp_path) == expected

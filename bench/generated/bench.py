@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 from runtime import (
     AsyncClient,
     AsyncProperty,
     AsyncSignal,
+    AsyncStream,
     Client,
     FieldSpec,
     Interface,
+    MethodKind,
     MethodSpec,
     NDArray,
     PropertySpec,
@@ -20,6 +23,7 @@ from runtime import (
     ServerSignal,
     Signal,
     SignalSpec,
+    Stream,
 )
 
 __all__ = [
@@ -68,6 +72,46 @@ INTERFACE = Interface(
             args=(FieldSpec("count", "int", constraints={"ge": 0}),),
             doc="Emit `tick` `count` times, as fast as the server can.",
         ),
+        MethodSpec(
+            "stream_small",
+            args=(FieldSpec("count", "int", constraints={"ge": 0}),),
+            yields=FieldSpec("item", "dict[str, float]"),
+            kind=MethodKind.STREAM,
+            concurrent=True,
+            doc="Yield `count` small items, as fast as the reader takes them.",
+        ),
+        MethodSpec(
+            "stream_arrays",
+            args=(
+                FieldSpec("count", "int", constraints={"ge": 0}),
+                FieldSpec("shape", "list[int]"),
+                FieldSpec("fresh", "bool", default=False),
+            ),
+            yields=FieldSpec("item", "ndarray"),
+            timeout=60.0,
+            kind=MethodKind.STREAM,
+            concurrent=True,
+            doc="Yield `count` uint8 arrays of this shape; `fresh` makes each a new one, as a camera's frames are.",
+        ),
+        MethodSpec(
+            "forever",
+            yields=FieldSpec("item", "int"),
+            kind=MethodKind.STREAM,
+            concurrent=True,
+            doc="Yield 0, 1, 2... until cancelled; `closed_at` says when its generator was closed.",
+        ),
+        MethodSpec(
+            "closed_at",
+            returns=FieldSpec("return", "float"),
+            concurrent=True,
+            doc="When the last `forever` generator was closed (time.monotonic, one clock for all processes).",
+        ),
+        MethodSpec(
+            "peak_rss",
+            returns=FieldSpec("return", "int"),
+            concurrent=True,
+            doc="The highest resident memory seen during the last `stream_arrays`, in bytes.",
+        ),
     ),
 )
 
@@ -92,6 +136,26 @@ class BenchProtocol(Protocol):
 
     def burst(self, count: int) -> None:
         """Emit `tick` `count` times, as fast as the server can."""
+        ...
+
+    def stream_small(self, count: int) -> Iterator[dict[str, float]]:
+        """Yield `count` small items, as fast as the reader takes them."""
+        ...
+
+    def stream_arrays(self, count: int, shape: list[int], fresh: bool = False) -> Iterator[NDArray]:
+        """Yield `count` uint8 arrays of this shape; `fresh` makes each a new one, as a camera's frames are."""
+        ...
+
+    def forever(self) -> Iterator[int]:
+        """Yield 0, 1, 2... until cancelled; `closed_at` says when its generator was closed."""
+        ...
+
+    def closed_at(self) -> float:
+        """When the last `forever` generator was closed (time.monotonic, one clock for all processes)."""
+        ...
+
+    def peak_rss(self) -> int:
+        """The highest resident memory seen during the last `stream_arrays`, in bytes."""
         ...
 
 
@@ -121,6 +185,26 @@ class BenchServer(Server, interface=INTERFACE):
     def burst(self, count: int) -> None:
         """Emit `tick` `count` times, as fast as the server can."""
 
+    @abstractmethod
+    def stream_small(self, count: int) -> Iterator[dict[str, float]]:
+        """Yield `count` small items, as fast as the reader takes them."""
+
+    @abstractmethod
+    def stream_arrays(self, count: int, shape: list[int], fresh: bool = False) -> Iterator[NDArray]:
+        """Yield `count` uint8 arrays of this shape; `fresh` makes each a new one, as a camera's frames are."""
+
+    @abstractmethod
+    def forever(self) -> Iterator[int]:
+        """Yield 0, 1, 2... until cancelled; `closed_at` says when its generator was closed."""
+
+    @abstractmethod
+    def closed_at(self) -> float:
+        """When the last `forever` generator was closed (time.monotonic, one clock for all processes)."""
+
+    @abstractmethod
+    def peak_rss(self) -> int:
+        """The highest resident memory seen during the last `stream_arrays`, in bytes."""
+
     def set_gain(self, value: float) -> None:
         """A remote write of `gain`: stores it; override to apply it to the device or refuse it."""
         self.gain = value
@@ -148,6 +232,28 @@ class BenchClient(Client, interface=INTERFACE):
     def burst(self, count: int, *, timeout: float | None = 10.0) -> None:
         """Emit `tick` `count` times, as fast as the server can."""
         self._call("burst", {"count": count}, timeout)
+
+    def stream_small(self, count: int, *, timeout: float | None = 10.0) -> Stream[dict[str, float], None]:
+        """Yield `count` small items, as fast as the reader takes them."""
+        return self._stream("stream_small", {"count": count}, timeout)
+
+    def stream_arrays(
+        self, count: int, shape: list[int], fresh: bool = False, *, timeout: float | None = 60.0
+    ) -> Stream[NDArray, None]:
+        """Yield `count` uint8 arrays of this shape; `fresh` makes each a new one, as a camera's frames are."""
+        return self._stream("stream_arrays", {"count": count, "shape": shape, "fresh": fresh}, timeout)
+
+    def forever(self, *, timeout: float | None = 10.0) -> Stream[int, None]:
+        """Yield 0, 1, 2... until cancelled; `closed_at` says when its generator was closed."""
+        return self._stream("forever", {}, timeout)
+
+    def closed_at(self, *, timeout: float | None = 10.0) -> float:
+        """When the last `forever` generator was closed (time.monotonic, one clock for all processes)."""
+        return cast("float", self._call("closed_at", {}, timeout))
+
+    def peak_rss(self, *, timeout: float | None = 10.0) -> int:
+        """The highest resident memory seen during the last `stream_arrays`, in bytes."""
+        return cast("int", self._call("peak_rss", {}, timeout))
 
     @property
     def gain(self) -> float:
@@ -184,3 +290,25 @@ class AsyncBenchClient(AsyncClient, interface=INTERFACE):
     async def burst(self, count: int, *, timeout: float | None = 10.0) -> None:
         """Emit `tick` `count` times, as fast as the server can."""
         await self._call("burst", {"count": count}, timeout)
+
+    def stream_small(self, count: int, *, timeout: float | None = 10.0) -> AsyncStream[dict[str, float], None]:
+        """Yield `count` small items, as fast as the reader takes them."""
+        return self._stream("stream_small", {"count": count}, timeout)
+
+    def stream_arrays(
+        self, count: int, shape: list[int], fresh: bool = False, *, timeout: float | None = 60.0
+    ) -> AsyncStream[NDArray, None]:
+        """Yield `count` uint8 arrays of this shape; `fresh` makes each a new one, as a camera's frames are."""
+        return self._stream("stream_arrays", {"count": count, "shape": shape, "fresh": fresh}, timeout)
+
+    def forever(self, *, timeout: float | None = 10.0) -> AsyncStream[int, None]:
+        """Yield 0, 1, 2... until cancelled; `closed_at` says when its generator was closed."""
+        return self._stream("forever", {}, timeout)
+
+    async def closed_at(self, *, timeout: float | None = 10.0) -> float:
+        """When the last `forever` generator was closed (time.monotonic, one clock for all processes)."""
+        return cast("float", await self._call("closed_at", {}, timeout))
+
+    async def peak_rss(self, *, timeout: float | None = 10.0) -> int:
+        """The highest resident memory seen during the last `stream_arrays`, in bytes."""
+        return cast("int", await self._call("peak_rss", {}, timeout))

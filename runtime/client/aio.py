@@ -17,6 +17,7 @@ from typing import Any, Self
 
 from runtime.client.aio_requests import AsyncRequests
 from runtime.client.aio_signals import AsyncSignal, AsyncSignalHub
+from runtime.client.aio_stream import AsyncStream, Inbox
 from runtime.client.awaitables import AsyncProperty, AsyncReadOnlyProperty, Connecting
 from runtime.client.core import (
     DEFAULT_TIMEOUT,
@@ -27,7 +28,7 @@ from runtime.client.core import (
     device_patience,
 )
 from runtime.errors import ClientClosed, ZidlError
-from runtime.protocol.names import CALL, GET, HELLO, SET
+from runtime.protocol.names import CALL, GET, HELLO, SET, STREAM
 from runtime.protocol.wire import DEFAULT_LIMITS, NO_BODY, Limits
 from runtime.registry.client import lookup_async
 from runtime.schema.interface import Interface
@@ -130,12 +131,16 @@ class AsyncClient(AsyncRequests[AsyncSignal[...]]):
 
     async def call(self, method: str, /, *, timeout: float | OwnTimeout | None = OWN_TIMEOUT, **args: Any) -> Any:
         """Call ``method`` with keyword ``args``, validated as a typed call's are (pydantic's ``ValidationError``
-        before anything is sent); its result, as a generated client returns it (None for a oneway method).
+        before anything is sent); its result, as a generated client returns it (None for a oneway method, an
+        ``AsyncStream`` for a stream, to use with ``async with`` or ``async for``).
 
         ``timeout`` defaults to the method's own, from its IDL; None waits for ever.
         """
-        own = self._method(method).timeout
-        return await self._call(method, args, own if timeout is OWN_TIMEOUT else timeout)
+        spec = self._method(method)
+        wait = spec.timeout if timeout is OWN_TIMEOUT else timeout
+        if spec.validate_item is not None:
+            return self._stream(method, args, wait)
+        return await self._call(method, args, wait)
 
     async def get(self, prop: str) -> Any:
         """Read property ``prop``: an enum as its member, a struct as its model."""
@@ -178,6 +183,20 @@ class AsyncClient(AsyncRequests[AsyncSignal[...]]):
             await self._request(CALL, name, values, timeout, oneway=True, write=method.write)
             return None
         return method.validate_result(await self._request(CALL, name, values, timeout, write=method.write))
+
+    def _stream(
+        self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT
+    ) -> AsyncStream[Any, Any]:
+        """Stream ``name`` with ``args``, validated now; its request goes when it is first used."""
+        method = self._stream_method(name)
+        values = method.validate_args(args).__dict__
+        request_id = next(self._ids)
+
+        async def open_(inbox: Inbox) -> None:
+            await self._open_stream(request_id, name, values, timeout, method.write, inbox)
+
+        state = self._stream_state(name, method)
+        return AsyncStream(state, self, request_id, self._where(STREAM, name), timeout, open_)
 
     async def _get(self, name: str) -> Any:
         value = self._value(name)

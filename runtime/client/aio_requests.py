@@ -7,7 +7,8 @@ when the connection drops. The deadlines of the calls in flight share one loop t
 (``Deadlines``) that fails their futures; a late reply finds no future and is
 dropped. A request that cannot be sent within the client's timeout asks the registry
 again (``_ask_registry``, a client found by name); only a request never sent goes to
-the new address.
+the new address. A call given up on (a task cancelled while it awaits, its timeout) is
+cancelled on the device. A stream's entry in the table is its ``Inbox``.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from runtime.client.aio_stream import Inbox
 from runtime.client.core import ClientCore, SignalT, device_patience
 from runtime.client.deadlines import Deadlines
+from runtime.client.streaming import WINDOW
 from runtime.errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost
-from runtime.protocol.messages import read_reply, request
-from runtime.protocol.names import HELLO, OK
+from runtime.protocol.messages import cancel, read_reply, request, stream_request
+from runtime.protocol.names import CALL, HELLO, OK, STREAM
 from runtime.protocol.wire import Limits, Writer, encode
 from runtime.transport.dealer import make_dealer
 from runtime.transport.monitor import Monitor, handshake_failure
@@ -41,19 +44,31 @@ Reply = tuple[Any, Any]
 """A reply's kind and body, as a call's future receives it."""
 
 
+class Waiter(Protocol):
+    """An entry of the table of calls waiting: a call's future, or a stream's ``Inbox``."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, reply: Reply, /) -> None: ...
+
+    def set_exception(self, error: BaseException, /) -> None: ...
+
+
 class AsyncRequests(ClientCore[SignalT]):
     """An asyncio client's requests over one DEALER on its loop; ``AsyncClient`` builds on it."""
 
     def __init__(
         self, address: str, timeout: float | None, heartbeat: Heartbeat, limits: Limits, curve: CurveClient | None
     ) -> None:
-        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._pending: dict[int, Waiter] = {}
         self._unsent: set[int] = set()
         """The requests in ``_pending`` still waiting to be sent; the others are in flight."""
         self._deadlines = Deadlines(self._expire, self._pending)
         self._sync: Socket | None = None
         self._looking = False
         """A look for replies is due in this turn of the loop (``_look_for_replies``)."""
+        self._receiving: asyncio.Future[list[Any]] | None = None
+        """The reader task's receive of the next message."""
         self._socket: zmq.asyncio.Socket | None = None
         self._monitor: Monitor | None = None
         self._monitor_socket: zmq.asyncio.Socket | None = None
@@ -100,6 +115,7 @@ class AsyncRequests(ClientCore[SignalT]):
         if self._sync is not None:
             self._sync.close(linger=0)
         self._monitor_socket = self._socket = self._monitor = self._sync = None
+        self._receiving = None
 
     def _ensure_socket(self) -> tuple[Socket, zmq.asyncio.Socket]:
         """The DEALER, made on first use: as a plain socket (to send and read what is there) and for awaiting."""
@@ -158,12 +174,60 @@ class AsyncRequests(ClientCore[SignalT]):
                 return None
             if deadline is not None:
                 self._deadlines.add(loop, deadline, request_id, kind, name, timeout)
-            reply_kind, result = await reply
+            try:
+                reply_kind, result = await reply
+            except (asyncio.CancelledError, CallTimeout):
+                if kind == CALL:  # given up on: the device need not go on
+                    self.send_now(cancel(request_id))
+                raise
         finally:
             del self._pending[request_id]
         if reply_kind == OK:
             return result
         return self._outcome(reply_kind, result, kind, name)
+
+    async def _open_stream(
+        self, request_id: int, name: str, body: Any, timeout: float | None, write: Writer, inbox: Inbox
+    ) -> None:
+        """Send the request that opens stream ``name``; its messages go to ``inbox`` from now on."""
+        sync = self._ensure_socket()[0]
+        frames = stream_request(request_id, name, timeout, WINDOW, body, write)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        self._pending[request_id] = inbox
+        try:
+            try:
+                send_frames(sync, frames, NOBLOCK)
+            except zmq.Again:
+                self._unsent.add(request_id)
+                try:
+                    await self._send_by(deadline, frames, inbox.refused, STREAM, name, timeout)
+                finally:
+                    self._unsent.discard(request_id)
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where(STREAM, name)) from exc
+            else:
+                self._look_for_replies(loop)
+        except BaseException:
+            self.forget(request_id)
+            raise
+
+    def send_now(self, frames: list[Any]) -> None:
+        """Send a credit or a cancel at once; dropped when the socket cannot take it (the connection is down)."""
+        if self._sync is None:
+            return
+        try:
+            send_frames(self._sync, frames, NOBLOCK)
+        except zmq.ZMQError as exc:
+            logger.debug("%s: a message could not be sent: %s", self._what(), exc)
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the client is being closed
+            self._look_for_replies(asyncio.get_running_loop())
+
+    def forget(self, request_id: int) -> None:
+        """A stream ended: its entry leaves the table (a future's leaves as its ``_request`` returns)."""
+        if isinstance(self._pending.get(request_id), Inbox):
+            del self._pending[request_id]
 
     def _expire(self, request_id: int, kind: str, name: str | None, timeout: float | None) -> None:
         """A reply's deadline passed: the caller gets ``CallTimeout`` and the client stays usable."""
@@ -175,7 +239,7 @@ class AsyncRequests(ClientCore[SignalT]):
         self,
         deadline: float | None,
         frames: list[Any],
-        reply: asyncio.Future[Reply],
+        reply: asyncio.Future[Any],
         kind: str,
         name: str | None,
         timeout: float | None,
@@ -190,7 +254,7 @@ class AsyncRequests(ClientCore[SignalT]):
         except zmq.ZMQError as exc:
             raise translate(exc, self._where(kind, name)) from exc
 
-    async def _send_when_connected(self, frames: list[Any], reply: asyncio.Future[Reply], kind: str) -> None:
+    async def _send_when_connected(self, frames: list[Any], reply: asyncio.Future[Any], kind: str) -> None:
         """Wait to send; a refused handshake (``_watch`` fails ``reply``) ends the wait at once.
 
         A client found by name asks the registry again after each ``timeout`` of the
@@ -228,7 +292,9 @@ class AsyncRequests(ClientCore[SignalT]):
         """Await a reply, then take every reply already waiting from the plain socket, without a future each."""
         while True:
             try:
-                self._resolve(await socket.recv_multipart(copy=False))
+                receiving = cast("asyncio.Future[list[Any]]", socket.recv_multipart(copy=False))  # a Future, typed less
+                self._receiving = receiving
+                self._resolve(await receiving)
                 self._take_replies(sync)
             except zmq.ZMQError:
                 return
@@ -246,8 +312,11 @@ class AsyncRequests(ClientCore[SignalT]):
             loop.call_soon(self._look)
 
     def _look(self) -> None:
+        """Take the replies waiting, unless the reader task has received one it has not handled yet: it takes them
+        itself right after, and a look now would hand on later messages before that one (a stream's, out of order)."""
         self._looking = False
-        if self._sync is not None:  # else closed (or moving) since
+        receiving = self._receiving
+        if self._sync is not None and (receiving is None or not receiving.done()):  # else closed (or moving) since
             self._take_replies(self._sync)
 
     def _take_replies(self, sync: Socket) -> None:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from runtime.client.blocking_requests import BlockingRequests
+from runtime.client.blocking_stream import Stream
 from runtime.client.core import (
     DEFAULT_TIMEOUT,
     OWN_TIMEOUT,
@@ -26,7 +27,7 @@ from runtime.client.core import (
 )
 from runtime.client.signals import Signal, SignalHub
 from runtime.errors import ClientClosed, ZidlError
-from runtime.protocol.names import CALL, GET, HELLO, SET
+from runtime.protocol.names import CALL, GET, HELLO, SET, STREAM
 from runtime.protocol.wire import DEFAULT_LIMITS, NO_BODY, Limits
 from runtime.registry.client import lookup
 from runtime.transport.security import CurveClient
@@ -126,12 +127,16 @@ class Client(BlockingRequests[Signal[...]]):
 
     def call(self, method: str, /, *, timeout: float | OwnTimeout | None = OWN_TIMEOUT, **args: Any) -> Any:
         """Call ``method`` with keyword ``args``, validated as a typed call's are (pydantic's ``ValidationError``
-        before anything is sent); its result, as a generated client returns it (None for a oneway method).
+        before anything is sent); its result, as a generated client returns it (None for a oneway method, a
+        ``Stream`` for a stream).
 
         ``timeout`` defaults to the method's own, from its IDL; None waits for ever.
         """
-        own = self._method(method).timeout
-        return self._call(method, args, own if timeout is OWN_TIMEOUT else timeout)
+        spec = self._method(method)
+        wait = spec.timeout if timeout is OWN_TIMEOUT else timeout
+        if spec.validate_item is not None:
+            return self._stream(method, args, wait)
+        return self._call(method, args, wait)
 
     def get(self, prop: str) -> Any:
         """Read property ``prop``: an enum as its member, a struct as its model."""
@@ -177,6 +182,14 @@ class Client(BlockingRequests[Signal[...]]):
             self._request(CALL, name, values, timeout, oneway=True, write=method.write)
             return None
         return method.validate_result(self._request(CALL, name, values, timeout, write=method.write))
+
+    def _stream(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Stream[Any, Any]:
+        """Open stream ``name`` with ``args``: its request is sent, its items are read as the stream is iterated."""
+        method = self._stream_method(name)
+        values = method.validate_args(args).__dict__
+        link, request_id = self._open_stream(name, values, timeout, method.write)
+        state = self._stream_state(name, method)
+        return Stream(state, link, request_id, self._where(STREAM, name), timeout, self._limits)
 
     def _get(self, name: str) -> Any:
         """Read property ``name``."""

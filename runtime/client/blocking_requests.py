@@ -8,7 +8,8 @@ timeout raises ``CallTimeout`` and leaves the socket usable (a late reply is
 recognised by its id and dropped). A request that cannot be sent within the
 client's timeout asks the registry again (``_ask_registry``, a client found by name)
 and goes to the new address; only a request never sent is retried, so a call never
-runs twice.
+runs twice. A call given up on (its timeout, a ``KeyboardInterrupt``) is cancelled on
+the device; a stream gets a connection of its own (``_open_stream``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from typing import Any, Final
 import zmq
 
 from runtime.client.core import ClientCore, SignalT, device_patience
-from runtime.errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost
-from runtime.protocol.messages import read_reply, request
-from runtime.protocol.names import HELLO, OK
+from runtime.client.streaming import CANCEL_PATIENCE, WINDOW
+from runtime.errors import AuthenticationFailed, CallTimeout, ClientClosed, ConnectionLost, ProtocolError
+from runtime.protocol.messages import cancel, read_reply, request, stream_request
+from runtime.protocol.names import CALL, HELLO, OK, STREAM
 from runtime.protocol.wire import Limits, Writer, encode
 from runtime.transport.dealer import make_dealer
 from runtime.transport.security import CurveClient
-from runtime.transport.sockets import NOBLOCK, Heartbeat, send_frames, translate
+from runtime.transport.sockets import NOBLOCK, Heartbeat, recv_frames, send_frames, translate
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +74,75 @@ class _Connection:
             self.socket.setsockopt(zmq.RCVTIMEO, slice_ms)
             self.slice_ms = slice_ms
 
-    def close_sockets(self) -> None:
+    def close_sockets(self, linger: float = 0.0) -> None:
+        """Close the socket and its monitor; ``linger`` seconds for what was just sent to go out."""
         if not self._sockets_closed:
             self._sockets_closed = True
             self.monitor.close()
-            self.socket.close(linger=0)
+            self.socket.close(linger=int(linger * 1000))
+
+
+class _StreamLink:
+    """A stream's own connection (``runtime.client.blocking_stream.Link``), used under its ``busy`` lock as a
+    call's is, so that ``close()`` of the client never closes it under a reader."""
+
+    def __init__(self, connection: _Connection, where: str, forget: Callable[[_Connection], None]) -> None:
+        self.connection = connection
+        self._where = where
+        self._forget = forget
+
+    def receive(self, until: float | None) -> list[Any] | None:
+        with self.connection.busy:
+            return self._receive(until)
+
+    def _receive(self, until: float | None) -> list[Any] | None:
+        connection = self.connection
+        sock = connection.socket
+        while True:
+            if until is None:
+                connection.wait_at_most(_SLICE)
+            else:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return None
+                connection.wait_at_most(left)
+            try:
+                frame = sock.recv(copy=False)
+            except zmq.Again:
+                if connection.monitor.drain():
+                    raise ConnectionLost(f"{self._where}: the connection to {connection.address} was lost") from None
+                if connection.closed:
+                    raise ClientClosed(f"{self._where}: the client was closed during the stream") from None
+                continue
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where) from exc
+            frames: list[Any] = [frame.bytes]
+            while frame.more:
+                frame = sock.recv(copy=False)
+                frames.append(frame)
+            return frames
+
+    def waiting(self) -> list[Any] | None:
+        with self.connection.busy:
+            try:
+                return recv_frames(self.connection.socket, flags=NOBLOCK)
+            except zmq.Again:
+                return None
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where) from exc
+
+    def send(self, frames: list[Any]) -> None:
+        try:
+            with self.connection.busy:
+                send_frames(self.connection.socket, frames, NOBLOCK)
+        except zmq.ZMQError as exc:  # not connected, or closed: the stream learns it as it reads
+            logger.debug("%s: a message could not be sent: %s", self._where, exc)
+
+    def close(self, *, flush: bool) -> None:
+        self._forget(self.connection)
+        with self.connection.busy:
+            self.connection.closed = True
+            self.connection.close_sockets(CANCEL_PATIENCE if flush else 0.0)
 
 
 class BlockingRequests(ClientCore[SignalT]):
@@ -89,6 +155,8 @@ class BlockingRequests(ClientCore[SignalT]):
         """Guards the client's shared state: the address, the connections, the signal hub, ``close()``."""
         self._local = threading.local()
         self._connections: dict[threading.Thread, _Connection] = {}
+        self._stream_connections: set[_Connection] = set()
+        """The connections of the streams still open: ``close()`` ends them too."""
         self._locate: Callable[[float], str] | None = None
         """Asks the registry where the device is now (a client found by name), given how long to wait."""
         super().__init__(address, timeout, heartbeat, limits, curve)
@@ -100,8 +168,9 @@ class BlockingRequests(ClientCore[SignalT]):
     def _end_connections(self) -> None:
         """Close every thread's connection (the client is closed): a call in flight ends with ``ClientClosed``."""
         with self._lock:
-            connections = list(self._connections.values())
+            connections = [*self._connections.values(), *self._stream_connections]
             self._connections.clear()
+            self._stream_connections.clear()
         for connection in connections:
             connection.closed = True
             if connection.busy.acquire(blocking=False):
@@ -175,30 +244,82 @@ class BlockingRequests(ClientCore[SignalT]):
                 self._send(connection, frames, deadline, timeout, kind, name)
         if oneway:
             return None
+        try:
+            while True:
+                if deadline is None:
+                    connection.wait_at_most(_SLICE)
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s")
+                    connection.wait_at_most(left)
+                try:
+                    frame = sock.recv(copy=False)  # the header; ``Frame.more`` costs less than an RCVMORE getsockopt
+                except zmq.Again:
+                    self._still_waiting(connection, kind, name)
+                    continue
+                reply: list[Any] = [frame.bytes]
+                while frame.more:
+                    frame = sock.recv(copy=False)
+                    reply.append(frame)
+                reply_id, reply_kind, result = read_reply(reply, self._limits)
+                if reply_id != request_id:
+                    logger.debug("%s: dropped a late reply (id %s)", self._where(kind, name), reply_id)
+                    continue
+                if reply_kind == OK:
+                    return result
+                return self._outcome(reply_kind, result, kind, name)
+        except (CallTimeout, KeyboardInterrupt) as exc:
+            if kind == CALL:  # given up on: the device need not go on
+                self._cancel_call(connection, request_id, confirm=isinstance(exc, KeyboardInterrupt))
+            raise
+
+    def _cancel_call(self, connection: _Connection, request_id: int, *, confirm: bool) -> None:
+        """Tell the device to cancel a call; an interrupted caller (``confirm``) waits, within reason, until it says
+        so, so that the device knows before a process that is stopping goes."""
+        try:
+            send_frames(connection.socket, cancel(request_id), NOBLOCK)
+            if not confirm:
+                return
+            connection.wait_at_most(CANCEL_PATIENCE)
+            give_up = time.monotonic() + CANCEL_PATIENCE
+            while time.monotonic() < give_up:
+                reply_id, _kind, _body = read_reply(recv_frames(connection.socket), self._limits)
+                if reply_id == request_id:
+                    return
+        except (zmq.ZMQError, ProtocolError) as exc:  # no answer in time, or none readable: the caller goes on
+            logger.debug("%s: a cancel was not confirmed: %s", self._what(), exc)
+
+    def _open_stream(
+        self, name: str, body: Any, timeout: float | None, write: Writer
+    ) -> tuple[_StreamLink, int]:
+        """Open stream ``name`` on a connection of its own, its request sent (within ``timeout``): the connection
+        and the request id."""
+        request_id = next(self._ids)
+        frames = stream_request(request_id, name, timeout, WINDOW, body, write)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        where = self._where(STREAM, name)
         while True:
-            if deadline is None:
-                connection.wait_at_most(_SLICE)
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise CallTimeout(f"{self._where(kind, name)}: no reply within {timeout} s")
-                connection.wait_at_most(left)
+            with self._lock:
+                if self._closed:
+                    raise ClientClosed(f"{self._what()} is closed")
+                connection = _Connection(self._address, self._heartbeat, self._curve)
+                self._stream_connections.add(connection)
             try:
-                frame = sock.recv(copy=False)  # the header; ``Frame.more`` costs less than an RCVMORE getsockopt
-            except zmq.Again:
-                self._still_waiting(connection, kind, name)
+                self._send(connection, frames, deadline, timeout, STREAM, name)
+            except _Moved:
+                connection.close_sockets()
                 continue
-            reply: list[Any] = [frame.bytes]
-            while frame.more:
-                frame = sock.recv(copy=False)
-                reply.append(frame)
-            reply_id, reply_kind, result = read_reply(reply, self._limits)
-            if reply_id != request_id:
-                logger.debug("%s: dropped a late reply (id %s)", self._where(kind, name), reply_id)
-                continue
-            if reply_kind == OK:
-                return result
-            return self._outcome(reply_kind, result, kind, name)
+            except BaseException as exc:
+                connection.close_sockets()
+                if isinstance(exc, zmq.ZMQError):
+                    raise translate(exc, where) from exc
+                raise
+            return _StreamLink(connection, where, self._forget_stream), request_id
+
+    def _forget_stream(self, connection: _Connection) -> None:
+        with self._lock:
+            self._stream_connections.discard(connection)
 
     def _still_waiting(self, connection: _Connection, kind: str, name: str | None) -> None:
         """A slice ended with no reply: raise when the connection dropped since the request went, or the client

@@ -22,8 +22,10 @@ from typing import Any, Final, Generic, TypeVar
 from pydantic import BaseModel, TypeAdapter
 
 from runtime.client.hub import HubBase
+from runtime.client.streaming import StreamState
 from runtime.errors import RegistryUnavailable, ZidlError
 from runtime.protocol.messages import hello_body, outcome, read_hello_reply
+from runtime.protocol.names import STREAM
 from runtime.protocol.wire import WRITERS, Limits, Writer
 from runtime.schema.compat import check
 from runtime.schema.interface import Interface
@@ -109,12 +111,21 @@ class ClientMethod:
     write: Writer
     oneway: bool
     timeout: float | None
+    validate_item: Callable[[Any], Any] | None = None
+    """A stream's: validates each item (None: not a stream)."""
+    latest: bool = False
 
 
 def _client_methods(table: Tables) -> dict[str, ClientMethod]:
     return {
         name: ClientMethod(
-            plan.validate_args, plan.validate_result, WRITERS[plan.args_shape], plan.spec.oneway, plan.spec.timeout
+            plan.validate_args,
+            plan.validate_result,
+            WRITERS[plan.args_shape],
+            plan.spec.oneway,
+            plan.spec.timeout,
+            plan.validate_item,
+            plan.spec.latest,
         )
         for name, plan in table.calls.items()
     }
@@ -185,6 +196,26 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
 
     def _no_method(self, name: str) -> ZidlError:
         return self._unknown("method", name, self._methods)
+
+    def _stream_method(self, name: str) -> ClientMethod:
+        """Stream method ``name``; a method that is not a stream is an error (it is called, not opened)."""
+        method = self._methods.get(name)
+        if method is None:
+            raise self._no_method(name)
+        if method.validate_item is None:
+            raise ZidlError(f"{self._what()}: {name} is not a stream; call it")
+        return method
+
+    def _stream_state(self, name: str, method: ClientMethod) -> StreamState[Any, Any]:
+        """A new stream of ``method``, as its reader sees it; its final reply means what a call's reply means."""
+        if method.validate_item is None:
+            raise ZidlError(f"{self._what()}: {name} is not a stream")
+        return StreamState(
+            method.latest,
+            method.validate_item,
+            method.validate_result,
+            lambda kind, body: self._outcome(kind, body, STREAM, name),
+        )
 
     def _value(self, name: str) -> TypeAdapter[Any]:
         """The validator of property ``name``."""

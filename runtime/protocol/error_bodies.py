@@ -3,7 +3,7 @@
 The ``describe_*`` functions turn an exception into the JSON ``error`` object of a
 reply; ``rebuild`` turns that object back into the exception the caller raises.
 The ``kind`` of an error body is one of ``remote``, ``declared``, ``validation``,
-``protocol`` and ``expired`` (``docs/protocol.md``, Errors).
+``protocol``, ``expired`` and ``cancelled`` (``docs/protocol.md``, Errors).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from runtime.errors import CallTimeout, ProtocolError, RemoteError
+from runtime.errors import CallTimeout, Cancelled, ProtocolError, RemoteError
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def describe_expired(message: str) -> dict[str, Any]:
     return {"kind": "expired", "message": message}
 
 
+def describe_cancelled(message: str) -> dict[str, Any]:
+    """The reply form of a call its caller cancelled: the one reply of a call in flight that a ``cancel`` names."""
+    return {"kind": "cancelled", "message": message}
+
+
 def describe_failure(type_name: str, message: str) -> dict[str, Any]:
     """The reply form of a failure of the server's own, named ``type_name`` (``SerializationError``...)."""
     return {"kind": "remote", "type": type_name, "message": message}
@@ -118,6 +123,8 @@ def rebuild(
         return RemoteError(message, type=str(error.get("type", "Exception")), traceback=traceback)
     if kind == "expired":
         return CallTimeout(f"{where}: {message}")
+    if kind == "cancelled":
+        return Cancelled(f"{where}: {message}")
     if kind == "protocol":
         return ProtocolError(f"{where}: {message}")
     return ProtocolError(f"{where}: error reply of unknown kind {kind!r}: {message}")

@@ -17,10 +17,14 @@ from typing import Any, Final
 from runtime.errors import ProtocolError
 from runtime.protocol.error_bodies import ErrorFactory, describe_failure, rebuild
 from runtime.protocol.names import (
+    CANCEL,
+    CREDIT,
+    CREDITS,
     EPOCH,
     ERR,
     ERROR,
     ID,
+    ITEM,
     KIND,
     MESSAGE,
     NAME,
@@ -28,6 +32,7 @@ from runtime.protocol.names import (
     SEQ,
     SEQUENCE,
     SIGNAL,
+    STREAM,
     SUCCEEDED,
     TIMEOUT,
     VERSION,
@@ -66,14 +71,18 @@ def request(
 class Request:
     """A request as a server reads it; ``timeout`` is None unless the caller sent a usable one."""
 
-    __slots__ = ("body", "kind", "name", "request_id", "timeout")
+    __slots__ = ("body", "header", "kind", "name", "request_id", "timeout")
 
-    def __init__(self, kind: Any, request_id: Any, name: Any, timeout: float | None, body: Any) -> None:
+    def __init__(
+        self, kind: Any, request_id: Any, name: Any, timeout: float | None, body: Any, header: Any = None
+    ) -> None:
         self.kind = kind
         self.request_id = request_id
         self.name = name
         self.timeout = timeout
         self.body = body
+        self.header: dict[str, Any] = header if header is not None else {}
+        """The whole header, for what only some kinds carry (``credits``)."""
 
 
 class BadRequest(ProtocolError):
@@ -97,7 +106,43 @@ def read_request(frames: Sequence[Frame], limits: Limits) -> Request:
     timeout = header.get(TIMEOUT)
     if not (isinstance(timeout, int | float) and timeout >= 0):
         timeout = None
-    return Request(header.get(KIND), request_id, header.get(NAME), timeout, body)
+    return Request(header.get(KIND), request_id, header.get(NAME), timeout, body, header)
+
+
+# --- streams and cancellation -------------------------------------------------------------------
+
+
+def stream_request(
+    request_id: int, name: str, timeout: float | None, credits: int, body: Any, write: Writer = encode
+) -> list[Any]:
+    """The frames of a request that opens stream ``name``, granting the first ``credits`` items."""
+    header: dict[str, Any] = {V: VERSION, ID: request_id, KIND: STREAM, NAME: name, CREDITS: credits}
+    if timeout is not None:
+        header[TIMEOUT] = timeout
+    return write(header, body)
+
+
+def item(request_id: Any, sequence: int, value: Any, write: Writer = encode) -> list[Any]:
+    """The frames of item number ``sequence`` of stream ``request_id``; raises ``TypeError`` when it cannot travel."""
+    return write({V: VERSION, ID: request_id, KIND: ITEM, SEQUENCE: sequence}, value)
+
+
+def credit(request_id: int, credits: int) -> list[Any]:
+    """The frames that grant stream ``request_id`` ``credits`` more items."""
+    return encode({V: VERSION, ID: request_id, KIND: CREDIT, CREDITS: credits})
+
+
+def cancel(request_id: int) -> list[Any]:
+    """The frames that cancel the sender's call or stream ``request_id``."""
+    return encode({V: VERSION, ID: request_id, KIND: CANCEL})
+
+
+def credits_of(request: Request) -> int | None:
+    """The items a ``stream`` or ``credit`` request grants: a positive integer, else None (it grants nothing)."""
+    credits = request.header.get(CREDITS)
+    if type(credits) is not int or credits < 1:
+        return None
+    return credits
 
 
 # --- replies ----------------------------------------------------------------------------------
@@ -122,9 +167,12 @@ def error_reply(request_id: Any, error: dict[str, Any]) -> list[Any]:
 
 
 def read_reply(frames: Sequence[Frame], limits: Limits) -> tuple[Any, Any, Any]:
-    """The request id, kind and body of a reply; raises ``ProtocolError`` on a bad message."""
+    """The request id, kind and body of a reply (of an ``item``: its number and value); raises ``ProtocolError``."""
     header, body = decode(frames, limits)
-    return header.get(ID), header.get(KIND), body
+    kind = header.get(KIND)
+    if kind == ITEM:
+        body = (header.get(SEQUENCE), body)
+    return header.get(ID), kind, body
 
 
 def outcome(kind: Any, body: Any, declared: Mapping[str, ErrorFactory], where: str) -> Any:

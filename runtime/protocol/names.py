@@ -27,7 +27,9 @@ TIMEOUT: Final = "t"
 BODY: Final = "b"
 """The body: arguments, a value, a result, an error object, or a signal's arguments."""
 SEQUENCE: Final = "s"
-"""A signal's per-signal sequence number."""
+"""A signal's per-signal sequence number; a stream item's number in its stream (1, 2, 3…)."""
+CREDITS: Final = "c"
+"""How many more items a stream's reader will take: the first window in a ``stream`` request, more in a ``credit``."""
 MARKED: Final = "x"
 """Present (``1``) when the body holds frame references or escaped keys."""
 
@@ -41,6 +43,17 @@ OK: Final = "ok"
 ERR: Final = "err"
 SIGNAL: Final = "sig"
 WELCOME: Final = "welcome"
+
+# --- streams and cancellation ------------------------------------------------------------------
+
+STREAM: Final = "stream"
+"""A request that opens a stream: its items come as ``item`` messages, then one ``ok`` or ``err``."""
+ITEM: Final = "item"
+"""One item of a stream, from the device, sent only while the reader has granted credit."""
+CREDIT: Final = "credit"
+"""From a stream's reader: it will take ``c`` more items. No reply."""
+CANCEL: Final = "cancel"
+"""From a caller: stop its call or stream ``id``. Answered by the call's ``err`` of kind ``cancelled``, if in flight."""
 
 # --- the registry ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from runtime.errors import InterfaceMismatch
 from runtime.schema.interface import FieldSpec, Interface, MethodKind
 from runtime.schema.types import parse_type
 
-_KIND_WORDS = {MethodKind.CALL: "a call with a reply", MethodKind.ONEWAY: "oneway"}
+_KIND_WORDS = {MethodKind.CALL: "a call with a reply", MethodKind.ONEWAY: "oneway", MethodKind.STREAM: "a stream"}
 
 
 @dataclass
@@ -56,6 +56,20 @@ def _fields(
             out.problems.append(f"{where}: the server needs {other.name!r}, which the client does not know")
         else:
             out.differences.append(f"{where}: the server has {other.name!r} as well")
+
+
+def _stream(where: str, mine: FieldSpec, theirs: FieldSpec, latest: bool, their_latest: bool, out: Comparison) -> None:
+    """Both sides stream: the items must have the same type; ``latest`` only changes what a slow reader sees."""
+    if _canonical(mine.type) != _canonical(theirs.type):
+        out.problems.append(f"{where} yields {mine.type} on the client but {theirs.type} on the server")
+    elif dict(mine.constraints) != dict(theirs.constraints):
+        out.differences.append(
+            f"{where} yields items with constraints {dict(mine.constraints)} on the client "
+            f"but {dict(theirs.constraints)} on the server"
+        )
+    if latest != their_latest:
+        words = {True: "keeps only the newest item", False: "keeps every item"}
+        out.differences.append(f"{where} {words[latest]} on the client but {words[their_latest]} on the server")
 
 
 def _named(items: Sequence[Any]) -> Mapping[str, Any]:
@@ -141,6 +155,8 @@ def compare(client: Interface, server: Interface) -> Comparison:
             out.problems.append(
                 f"{where} is {_KIND_WORDS[method.kind]} on the client, {_KIND_WORDS[other.kind]} on the server"
             )
+        elif method.yields is not None and other.yields is not None:
+            _stream(where, method.yields, other.yields, method.latest, other.latest, out)
 
     for kind, mine_names, their_names in (
         ("method", {m.name for m in client.methods}, {m.name for m in server.methods}),

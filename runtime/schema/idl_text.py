@@ -127,6 +127,10 @@ def _method(method: MethodSpec) -> dict[str, Any]:
         out["returns"] = {"fields": _fields(method.result)}
     elif method.returns is not None:
         out["returns"] = _field(method.returns)
+    if method.yields is not None:
+        out["yields"] = _field(method.yields)
+    if method.latest:
+        out["latest"] = True
     if method.raises:
         out["raises"] = list(method.raises)
     if method.timeout != _DEFAULT_TIMEOUT:

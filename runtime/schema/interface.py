@@ -120,6 +120,8 @@ class MethodKind(enum.Enum):
     """The caller waits for one reply: the result, or the error."""
     ONEWAY = "oneway"
     """The caller sends and goes on; no reply comes."""
+    STREAM = "stream"
+    """The caller reads items as the device yields them, then one reply: the final value, or the error."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ class MethodSpec:
 
     ``returns`` is the single return value (its ``name`` is ``"return"``), or None;
     ``result`` holds the fields of a ``returns: fields:`` method, whose return type
-    is the generated model ``result_name``.
+    is the generated model ``result_name``. A stream (``kind`` ``STREAM``) has
+    ``yields``, the type of its items (its ``name`` is ``"item"``), and ``latest``.
     """
 
     name: str
@@ -141,10 +144,23 @@ class MethodSpec:
     concurrent: bool = False
     """May run while another call to the device runs (else calls run one at a time, in arrival order)."""
     doc: str = ""
+    yields: FieldSpec | None = None
+    latest: bool = False
+    """A stream whose reader gets the newest item: the device never waits for it, older items are skipped."""
+
+    def __post_init__(self) -> None:
+        if (self.kind is MethodKind.STREAM) != (self.yields is not None):
+            raise ValueError(f"method {self.name}: a stream has 'yields', and only a stream has it")
+        if self.latest and self.yields is None:
+            raise ValueError(f"method {self.name}: 'latest' is for a stream")
 
     @property
     def oneway(self) -> bool:
         return self.kind is MethodKind.ONEWAY
+
+    @property
+    def stream(self) -> bool:
+        return self.kind is MethodKind.STREAM
 
     @property
     def result_name(self) -> str:
@@ -160,6 +176,23 @@ class MethodSpec:
 
 def _fields(items: Iterable[FieldSpec], docs: bool) -> list[dict[str, Any]]:
     return [item.to_dict(docs=docs) for item in items]
+
+
+def _method(method: MethodSpec, docs: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": method.name,
+        "args": _fields(method.args, docs),
+        "returns": method.returns.to_dict(docs=docs) if method.returns is not None else None,
+        "result": _fields(method.result, docs),
+        "raises": list(method.raises),
+        "timeout": method.timeout,
+        "kind": method.kind.value,
+        "concurrent": method.concurrent,
+    }
+    if method.yields is not None:  # only a stream's: the descriptions (and hashes) of other methods stay as they were
+        out["yields"] = method.yields.to_dict(docs=docs)
+        out["latest"] = method.latest
+    return out
 
 
 def _doc(out: dict[str, Any], doc: str, docs: bool) -> dict[str, Any]:
@@ -225,23 +258,7 @@ class Interface:
             {**p.to_dict(docs=docs), "writable": p.writable, "notify": p.notify} for p in self.properties
         ]
         out["signals"] = [_doc({"name": s.name, "args": _fields(s.args, docs)}, s.doc, docs) for s in self.signals]
-        out["methods"] = [
-            _doc(
-                {
-                    "name": m.name,
-                    "args": _fields(m.args, docs),
-                    "returns": m.returns.to_dict(docs=docs) if m.returns is not None else None,
-                    "result": _fields(m.result, docs),
-                    "raises": list(m.raises),
-                    "timeout": m.timeout,
-                    "kind": m.kind.value,
-                    "concurrent": m.concurrent,
-                },
-                m.doc,
-                docs,
-            )
-            for m in self.methods
-        ]
+        out["methods"] = [_doc(_method(m, docs), m.doc, docs) for m in self.methods]
         return out
 
     @classmethod
@@ -280,6 +297,8 @@ class Interface:
                     kind=MethodKind(m.get("kind", MethodKind.CALL.value)),
                     concurrent=bool(m.get("concurrent", False)),
                     doc=m.get("doc", ""),
+                    yields=FieldSpec.from_dict(m["yields"]) if m.get("yields") else None,
+                    latest=bool(m.get("latest", False)),
                 )
                 for m in data.get("methods", [])
             ),

@@ -51,7 +51,7 @@ class CallPlan:
     wrappers around them (``model_validate``, ``TypeAdapter.validate_python``), which
     add about a microsecond a call to do nothing a call needs; ``validate_args``
     returns the arguments model, whose ``__dict__`` holds the values. The shapes say how
-    the arguments and the result are written (``runtime.protocol.wire.writer``).
+    the arguments, the result and a stream's items are written (``runtime.protocol.wire.WRITERS``).
     """
 
     spec: MethodSpec
@@ -59,6 +59,9 @@ class CallPlan:
     validate_result: Callable[[Any], Any]
     args_shape: Shape
     result_shape: Shape
+    validate_item: Callable[[Any], Any] | None = None
+    """A stream's: validates one item (with the constraints of ``yields``)."""
+    item_shape: Shape = "any"
 
 
 def _plain(type_text: str) -> bool:
@@ -103,12 +106,15 @@ class Tables:
     def plan(self, method: MethodSpec) -> CallPlan:
         args = self.model(f"{method.result_name[:-6]}Args", method.args, _ARGS_CONFIG)
         result = TypeAdapter(self.resolve(parse_type(method.return_type)))
+        item = None if method.yields is None else TypeAdapter(self.annotation(method.yields))
         return CallPlan(
             method,
             args.__pydantic_validator__.validate_python,
             result.validator.validate_python,
             "plain" if all(_plain(arg.type) for arg in method.args) else "any",
             _result_shape(method.return_type),
+            None if item is None else item.validator.validate_python,
+            "any" if method.yields is None else _result_shape(method.yields.type),
         )
 
     # --- types -------------------------------------------------------------------------------

@@ -3,7 +3,11 @@
 A request goes to the handler of its kind; a method or property is found in tables
 built from the interface description, never by ``getattr`` of a name that came off
 the wire. Serial calls go to the engine, which runs them one at a time in arrival
-order; ``concurrent`` methods and property writes go to a small pool.
+order; ``concurrent`` methods and property writes go to a small pool, and a
+``concurrent`` stream to a thread of its own for its whole life. A ``cancel`` finds
+its call in the table of calls in flight, keyed by the sender's identity, so it only
+ever reaches the sender's own calls; a caller whose connection dropped (``gone``) has
+all of its calls cancelled.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from runtime.protocol.error_bodies import describe_protocol
+from runtime.protocol.error_bodies import describe_cancelled, describe_protocol
 from runtime.protocol.messages import (
     BadRequest,
     Request,
+    credits_of,
     emission,
     error_reply,
     hello_reply_body,
@@ -26,11 +31,15 @@ from runtime.protocol.messages import (
     welcome,
     welcome_requested,
 )
-from runtime.protocol.names import CALL, GET, HELLO, SET
+from runtime.protocol.names import CALL, CANCEL, CREDIT, GET, HELLO, SET, STREAM
 from runtime.protocol.wire import Limits
 from runtime.schema.validation import Tables
 from runtime.server.engine import Engine
 from runtime.server.runners import Call, MethodRunner, PropertyWriter
+from runtime.server.streams import StreamCall, StreamRunner
+
+_STREAM_THREAD_WAIT = 5.0
+"""Seconds ``close()`` waits for each concurrent stream's thread, cancelled, to leave its generator."""
 
 
 class Dispatcher:
@@ -40,7 +49,9 @@ class Dispatcher:
     request id, from when it is accepted until its reply is handed to the engine
     (a oneway call: until it ends). It changes by single dict operations, from
     whichever thread accepts or runs a call; a caller that reuses the id of its own
-    call still in flight has the later call take the entry over.
+    call still in flight has the later call take the entry over. Whoever takes a call
+    out of the table under ``_claims`` sends its one final reply: the thread that ran
+    it, or a ``cancel`` (whose reply says it was cancelled).
     """
 
     def __init__(
@@ -59,11 +70,19 @@ class Dispatcher:
         self._sequences: dict[str, int] = {}
         self._publish_lock = threading.Lock()
         self.in_flight: dict[tuple[bytes, Any], Call] = {}
+        self._claims = threading.Lock()
+        self._stream_threads: set[threading.Thread] = set()
         # what the wire may reach: built from the description, never from a received name
         errors, stopping = tables.errors, engine.stopping.is_set
         self._runners = {
             m.name: MethodRunner(tables.calls[m.name], getattr(server, m.name), errors, stopping)
             for m in interface.methods
+            if not m.stream
+        }
+        self._streams = {
+            m.name: StreamRunner(tables.calls[m.name], getattr(server, m.name), errors, stopping, engine.reply)
+            for m in interface.methods
+            if m.stream
         }
         self._writers = {
             p.name: PropertyWriter(
@@ -77,6 +96,9 @@ class Dispatcher:
             CALL: self._call,
             GET: self._get,
             SET: self._set,
+            STREAM: self._stream,
+            CREDIT: self._credit,
+            CANCEL: self._cancel,
         }
 
     # --- what the engine hands over ---------------------------------------------------------------
@@ -96,12 +118,25 @@ class Dispatcher:
         handle(me, caller, request)
 
     def run(self, call: Call) -> list[Any] | None:
-        """Run an accepted call on this thread; it leaves the table of calls in flight as its reply is handed back."""
+        """Run an accepted call on this thread; it leaves the table of calls in flight as its reply is handed back.
+
+        A call cancelled meanwhile has had its reply: what it returns is not sent.
+        """
+        frames = None
         try:
-            return call.runner.run(call)
+            frames = call.runner.run(call)
         finally:
-            if self.in_flight.get(call.key) is call:  # else a later request of its caller, with its id, took over
-                self.in_flight.pop(call.key, None)
+            with self._claims:
+                if self.in_flight.get(call.key) is call:  # else cancelled, or a later request with its id took over
+                    del self.in_flight[call.key]
+                elif call.cancelled:
+                    frames = None
+        return frames
+
+    def gone(self, caller: bytes) -> None:
+        """``caller``'s connection dropped: cancel its calls and streams (nobody is left to reply to)."""
+        for key in [key for key in list(self.in_flight) if key[0] == caller]:
+            self._end(key)
 
     def subscribed(self, subscription: bytes) -> list[Any] | None:
         """The answer to a subscription message of the signal publisher: a welcome, when it asks for one."""
@@ -109,8 +144,13 @@ class Dispatcher:
         return None if token is None else welcome(token)
 
     def close(self) -> None:
-        """Let the calls and writes running in the pool end; those still queued never start."""
+        """Let the calls and writes running in the pool end; those still queued never start; streams are cancelled."""
+        for key, call in list(self.in_flight.items()):
+            if isinstance(call, StreamCall):
+                self._end(key)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for thread in list(self._stream_threads):
+            thread.join(_STREAM_THREAD_WAIT)
 
     def publish(self, name: str, values: list[Any]) -> None:
         """Queue an emission of signal ``name`` from any thread; numbered in the order queued."""
@@ -129,7 +169,10 @@ class Dispatcher:
         name = request.name
         runner = self._runners.get(name) if isinstance(name, str) else None
         if runner is None:
-            self._refuse(caller, request.request_id, f"{self._name} has no method {name!r}")
+            message = f"{self._name} has no method {name!r}"
+            if isinstance(name, str) and name in self._streams:
+                message += ": it is a stream, opened with a stream request"
+            self._refuse(caller, request.request_id, message)
             return
         args = request.body
         if not isinstance(args, dict):
@@ -146,6 +189,69 @@ class Dispatcher:
             self._pool.submit(self._engine.run_elsewhere, call)
         else:
             self._engine.serial(me, call)
+
+    def _stream(self, me: threading.Thread, caller: bytes, request: Request) -> None:
+        name = request.name
+        runner = self._streams.get(name) if isinstance(name, str) else None
+        if runner is None:
+            what = "is not a stream: call it" if isinstance(name, str) and name in self._runners else "has no stream"
+            self._refuse(caller, request.request_id, f"{self._name} {what} {name!r}")
+            return
+        args, credits = request.body, credits_of(request)
+        if not isinstance(args, dict) or credits is None:
+            self._refuse(caller, request.request_id, f"a request for {name} needs its arguments and its first credit")
+            return
+        call = StreamCall(caller, request.request_id, runner, args, request.timeout, credits)
+        try:
+            self.in_flight[call.key] = call
+        except TypeError:  # an id that is a JSON array or object, as ``_call`` keys it
+            call.key = (caller, (repr(call.request_id),))
+            self.in_flight[call.key] = call
+        if runner.concurrent:
+            thread = threading.Thread(target=self._run_stream, args=(call,), name=f"zidl-stream-{name}", daemon=True)
+            self._stream_threads.add(thread)
+            thread.start()
+        else:
+            self._engine.serial(me, call)
+
+    def _run_stream(self, call: StreamCall) -> None:
+        try:
+            self._engine.run_elsewhere(call)
+        finally:
+            self._stream_threads.discard(threading.current_thread())
+
+    def _credit(self, me: threading.Thread, caller: bytes, request: Request) -> None:
+        """More credit for the sender's stream; no reply, and one that names no stream of the sender is ignored."""
+        credits = credits_of(request)
+        try:
+            call = self.in_flight.get((caller, request.request_id))
+        except TypeError:
+            return
+        if credits is not None and isinstance(call, StreamCall):
+            call.grant(credits, self._engine.reply)
+
+    def _cancel(self, me: threading.Thread, caller: bytes, request: Request) -> None:
+        """Cancel the sender's call: its one reply says so. A call ended, never known or another's: ignored."""
+        key = (caller, request.request_id)
+        try:
+            hash(key)
+        except TypeError:
+            key = (caller, (repr(request.request_id),))
+        call = self._end(key)
+        if call is not None and not call.runner.oneway:
+            message = f"{call.runner.name} was cancelled by its caller"
+            self._engine.reply(caller, error_reply(call.request_id, describe_cancelled(message)))
+
+    def _end(self, key: tuple[bytes, Any]) -> Call | None:
+        """Take the call ``key`` out of the table, cancelled (its runner sends nothing more); None when not in it."""
+        with self._claims:
+            call = self.in_flight.pop(key, None)
+            if call is None:
+                return None
+            call.cancelled = True
+        if isinstance(call, StreamCall):
+            call.stop()
+        return call
 
     def _get(self, me: threading.Thread, caller: bytes, request: Request) -> None:
         name = request.name

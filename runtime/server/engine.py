@@ -24,6 +24,7 @@ from runtime.schema.interface import Interface
 from runtime.server.runners import Call
 from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import beside
+from runtime.transport.callers import Callers
 from runtime.transport.security import CurveClient, CurveServer, Grant
 from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, send_frames, zmq_errors
 
@@ -54,6 +55,9 @@ class Handler(Protocol):
 
     def subscribed(self, subscription: bytes) -> list[Any] | None:
         """The frames to publish in answer to a subscription message, or None."""
+
+    def gone(self, caller: bytes) -> None:
+        """``caller``'s connection dropped (or a message to it could not be delivered): its calls are orphans."""
 
     def close(self) -> None:
         """Finish what runs off the I/O threads; their replies are no longer sent."""
@@ -99,13 +103,14 @@ class Engine:
         self.xpub = make_socket(zmq.XPUB)
         try:
             with zmq_errors(f"serving on {address}"):
-                self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+                self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a message to a caller gone fails: see ``_send``
                 self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
                 self.xpub.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
                 if curve is not None:
                     self.grant = curve.secure(self.router, self.xpub)
             self.address = bind(self.router, address)
             self.pub_address = bind(self.xpub, beside(self.address, ".signals"))
+            self.callers = Callers(self.router)
         except BaseException:
             self.router.close(linger=0)
             self.xpub.close(linger=0)
@@ -157,7 +162,7 @@ class Engine:
     def start(self, handler: Handler) -> None:
         """Start serving, handing each request to ``handler``."""
         self.handler = handler
-        for sock in (self.router, self.xpub, self.waker.fileno()):
+        for sock in (self.callers.socket, self.router, self.xpub, self.waker.fileno()):
             self.poller.register(sock, zmq.POLLIN)
         if self.registration is not None:
             self.poller.register(self.registration.socket, zmq.POLLIN)
@@ -277,6 +282,7 @@ class Engine:
         """Serve the sockets until the engine stops or the standby takes them over during an inline call."""
         registration = self.registration
         router, xpub, waker_fd, outbox = self.router, self.xpub, self.waker.fileno(), self.outbox
+        connections, sources = self.callers.socket, self.callers.sources
         items = self.poller.sockets  # handed straight to ``zmq.zmq_poll``: ``zmq.Poller`` adds Python frames
         stopping = self.stopping.is_set
         handle = self.handler.request
@@ -295,6 +301,9 @@ class Engine:
                         registration.handle_readable()
                     if waker_fd in ready:
                         self.waker.drain()
+                    if connections in ready:  # before the ROUTER: see ``runtime.transport.callers``
+                        for gone in self.callers.dropped():
+                            self.handler.gone(gone)
                     if router in ready:
                         # the one request the poll said is waiting; the next poll (level-triggered) finds the
                         # others, where reading on until a read finds none would raise once per turn
@@ -303,6 +312,8 @@ class Engine:
                             # does, written out here)
                             frame = router.recv(NOBLOCK, copy=False)
                             caller = frame.bytes
+                            if caller not in sources:
+                                self.callers.note(caller, frame)
                             message: list[Any] = []
                             while frame.more:
                                 frame = router.recv(copy=False)
@@ -334,6 +345,7 @@ class Engine:
         self.stopping.set()
         if self.registration is not None:
             self.registration.close()
+        self.callers.close()
         self.router.close(linger=0)
         self.xpub.close(linger=0)
 
@@ -361,7 +373,12 @@ class Engine:
         except zmq.Again:
             logger.warning("dropped a message: the peer is not reading (high-water mark)")
         except zmq.ZMQError as exc:
-            logger.warning("could not send a message: %s", exc)
+            if exc.errno == zmq.EHOSTUNREACH and sock is self.router:  # the caller is gone: nobody to reply to
+                logger.debug("a caller went away before its reply")
+                self.callers.forget(frames[0])
+                self.handler.gone(frames[0])
+            else:
+                logger.warning("could not send a message: %s", exc)
 
     def _subscriptions(self) -> None:
         while True:

@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -21,20 +21,34 @@ from runtime.protocol.error_bodies import describe_exception, describe_expired, 
 from runtime.protocol.messages import error_reply, ok_reply
 from runtime.protocol.wire import WRITERS
 from runtime.schema.validation import CallPlan
+from runtime.server.current import CURRENT
 
 logger = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """What runs the calls of one method: a ``MethodRunner``, or a stream's ``StreamRunner``."""
+
+    name: str
+    oneway: bool
+    concurrent: bool
+
+    def run(self, call: Any) -> list[Any] | None:
+        """Run ``call`` on this thread: the frames of its reply, or None when nothing is to be sent."""
+        ...
 
 
 class Call:
     """One call accepted from the wire: who asked, under which request id, what runs it, with what, until when.
 
-    ``key`` is its entry in the dispatcher's table of calls in flight.
+    ``key`` is its entry in the dispatcher's table of calls in flight. ``cancelled``
+    and ``time_left`` are what the implementation sees through ``runtime.current_call()``.
     """
 
-    __slots__ = ("args", "caller", "deadline", "key", "request_id", "runner")
+    __slots__ = ("args", "caller", "cancelled", "deadline", "key", "request_id", "runner")
 
     def __init__(
-        self, caller: bytes, request_id: Any, runner: MethodRunner, args: dict[str, Any], deadline: float | None
+        self, caller: bytes, request_id: Any, runner: Runner, args: dict[str, Any], deadline: float | None
     ) -> None:
         self.caller = caller
         self.request_id = request_id
@@ -43,6 +57,13 @@ class Call:
         self.deadline = deadline
         """When the caller stops waiting (monotonic), or None."""
         self.key: tuple[bytes, Any] = (caller, request_id)
+        self.cancelled = False
+        """Set by the dispatcher when the caller cancels the call or goes away."""
+
+    @property
+    def time_left(self) -> float | None:
+        """Seconds until the caller's deadline (never below 0), or None for none."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
 
 class MethodRunner:
@@ -79,7 +100,7 @@ class MethodRunner:
 
     def run(self, call: Call) -> list[Any] | None:
         """Run ``call`` on this thread: the frames of its reply, or None when nothing is to be sent."""
-        if self._stopping():
+        if call.cancelled or self._stopping():  # cancelled while queued: it never starts
             return None
         deadline = call.deadline
         if deadline is not None and time.monotonic() > deadline:
@@ -89,11 +110,14 @@ class MethodRunner:
             values = self._validate_args(call.args).__dict__
         except ValidationError as exc:
             return self._failed(call, describe_validation(exc))
+        CURRENT.call = call
         try:
             result = self._implementation(**values)
         except Exception as exc:
             logger.info("%s raised %s: %s", self.name, type(exc).__name__, exc)
             return self._failed(call, _describe_raised(exc, self._errors))
+        finally:
+            CURRENT.call = None
         if self.oneway:
             return None
         try:

@@ -25,6 +25,7 @@ from runtime import (
     CurveServer,
     DeviceRecord,
     Registry,
+    Stream,
     list_devices,
     watch,
     write_keypair,
@@ -158,6 +159,8 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
+    """Call a method; a stream's items are printed as they come. Ctrl-C cancels the call on the device (the client
+    tells it before the ``KeyboardInterrupt`` goes on), and ``main`` exits 130."""
     arguments = _assignments(args.args)
     with _connect(args) as client:
         if args.timeout is None:
@@ -165,9 +168,31 @@ def _call(args: argparse.Namespace) -> int:
         else:
             result = client.call(args.method, timeout=args.timeout, **arguments)
         method = client.interface.find_method(args.method)
+        if isinstance(result, Stream):
+            with result:
+                _items(result, as_json=args.json, folder=args.output)
+                result = result.result()
         if method is not None and not method.oneway and method.return_type != "none":
-            _show(result, as_json=args.json, output=args.output)
+            _show(result, as_json=args.json, output=None if method.stream else args.output)
     return 0
+
+
+_SUFFIXES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"))
+
+
+def _items(stream: Stream[Any, Any], *, as_json: bool, folder: Path | None) -> None:
+    """Print each item on a line of its own as it comes; with ``folder``, save ``bytes`` items as numbered files."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    for number, item in enumerate(stream, start=1):
+        if folder is not None and isinstance(item, bytes):
+            suffix = next((suffix for magic, suffix in _SUFFIXES if item.startswith(magic)), ".bin")
+            path = folder / f"{number:06d}{suffix}"
+            path.write_bytes(item)
+            plain: Any = f"<{len(item)} bytes written to {path}>"
+        else:
+            plain = _plain(item)
+        print(json.dumps(plain) if as_json or not isinstance(plain, str) else plain, flush=True)
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -275,15 +300,25 @@ def register(commands: Any) -> None:
     describe.add_argument("device", metavar="DEVICE", help="a registered name or an address")
     describe.set_defaults(run=_describe)
 
-    call = device_command("call", "call a method of a device")
+    call = device_command(
+        "call", "call a method of a device; a stream's items are printed as they come, Ctrl-C cancels on the device"
+    )
     call.add_argument("device", metavar="DEVICE", help="a registered name or an address")
     call.add_argument("method", metavar="METHOD")
     call.add_argument(
         "args", nargs="*", metavar="ARG=VALUE", help="arguments; a VALUE is JSON if it parses, else a string"
     )
-    call.add_argument("-o", "--output", type=Path, default=None, help="write a bytes result to this file")
-    call.add_argument("--json", action="store_true", help="print the result as JSON")
-    call.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: the method's own)")
+    call.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="write a bytes result to this file; of a stream, save its bytes items as numbered files in this folder",
+    )
+    call.add_argument("--json", action="store_true", help="print the result as JSON (a stream: a JSON line an item)")
+    call.add_argument(
+        "--timeout", type=float, default=None, help="seconds to wait (of a stream: for each item; default: its own)"
+    )
     call.set_defaults(run=_call)
 
     get = device_command("get", "read a property of a device")

@@ -1,7 +1,10 @@
 """Mistakes in using the generated code: mypy must report exactly the lines marked `# error:`."""
 
-from generated.camera import AsyncCameraClient, CameraClient
+from collections.abc import Iterator
+
+from generated.camera import AsyncCameraClient, CameraClient, CameraServer
 from generated.cnc import CncClient
+from generated.controller import ControllerClient
 
 
 def misuse(address: str) -> None:
@@ -18,6 +21,24 @@ def misuse(address: str) -> None:
         stage.moveto(x=1.0)  # error: call-arg
 
 
+def misuse_streams(address: str) -> None:
+    with CameraClient.connect(address) as camera, camera.preview() as frames:
+        for frame in frames:
+            name: str = frame  # error: assignment
+            print(name)
+    with ControllerClient.connect(address) as controller:
+        done: int = controller.run_scan().result()  # error: assignment
+        print(done)
+
+
 async def misuse_async(address: str) -> None:
     async with AsyncCameraClient.connect(address) as camera:
         await camera.rotation.set(90)  # error: attr-defined
+        async for frame in camera.preview():
+            text: str = frame  # error: assignment
+            print(text)
+
+
+class WrongPreview(CameraServer):
+    def preview(self, fps: float = 5.0) -> Iterator[str]:  # error: override
+        yield "not a frame"

@@ -1,5 +1,7 @@
 """Correct uses of the generated code: `mypy --strict` must accept every line."""
 
+from collections.abc import Iterator
+
 from generated.camera import (
     AsyncCameraClient,
     CameraBusy,
@@ -10,8 +12,9 @@ from generated.camera import (
     GetImageResult,
     ImageInfo,
 )
-from generated.cnc import CncClient, Position
-from runtime import NDArray
+from generated.cnc import CncClient, CncServer, Position
+from generated.controller import AsyncControllerClient, ControllerClient, ScanProgress, ScanSummary
+from runtime import AsyncStream, Cancelled, NDArray, Stream, current_call
 
 
 def use_blocking(address: str) -> None:
@@ -36,6 +39,36 @@ def use_blocking(address: str) -> None:
             camera.get_image(timeout=30.0)
         except CameraBusy as busy:
             print(busy.mode, busy.message, busy.traceback)
+
+
+def use_streams(address: str) -> None:
+    with CameraClient.connect(address) as camera, camera.preview(fps=10.0) as frames:
+        for frame in frames:
+            size: int = len(frame)
+            print(size, frames.skipped)
+    with ControllerClient.connect(address) as controller:
+        scan: Stream[ScanProgress, ScanSummary] = controller.run_scan(timeout=120.0)
+        for step in scan:
+            print(step.done, step.total, step.images)
+        summary: ScanSummary = scan.result()
+        print(summary.images)
+        running = controller.run_scan()
+        running.cancel()
+        try:
+            running.result()
+        except Cancelled:
+            print("cancelled, as asked")
+
+
+async def use_async_streams(address: str) -> None:
+    async with AsyncCameraClient.connect(address) as camera, camera.preview() as frames:
+        async for frame in frames:
+            data: bytes = frame
+            print(data)
+    async with AsyncControllerClient.connect(address) as controller:
+        scan: AsyncStream[ScanProgress, ScanSummary] = controller.run_scan()
+        summary: ScanSummary = await scan.result()
+        print(summary.seconds)
 
 
 def use_stage(address: str) -> None:
@@ -75,6 +108,22 @@ class MyCamera(CameraServer):
         self.mode = value
         self.rotation = 90
         self.modeChanged.emit(value)
+
+    def preview(self, fps: float = 5.0) -> Iterator[bytes]:
+        while not current_call().cancelled:
+            yield b"jpeg"
+
+
+class MyStage(CncServer):
+    def home(self) -> None:
+        pass
+
+    def get_position(self) -> Position:
+        return Position(x=0.0, y=0.0, z=0.0)
+
+    def moveto(self, x: float, y: float, z: float = 0.0) -> None:
+        left: float | None = current_call().time_left
+        print(x, y, z, left)
 
 
 def serve_in_background() -> None:
