@@ -25,6 +25,7 @@ from runtime.client.core import (
     REGISTRY_PATIENCE,
     OwnTimeout,
     Retries,
+    curve_towards,
     device_patience,
 )
 from runtime.errors import ClientClosed, ZidlError
@@ -110,7 +111,7 @@ class AsyncClient(AsyncRequests[AsyncSignal[...]]):
         async def connect() -> Self:
             async def find(wait: float) -> tuple[str, CurveClient | None]:
                 record = await lookup_async(name, registry=registry, timeout=wait, curve=curve)
-                return record.address, (curve or CurveClient(None)).towards(record.public_key)
+                return record.address, curve_towards(curve, record.public_key)
 
             address, device_curve = await find(timeout or DEFAULT_TIMEOUT)
             client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=device_curve)
@@ -188,14 +189,12 @@ class AsyncClient(AsyncRequests[AsyncSignal[...]]):
         self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT
     ) -> AsyncStream[Any, Any]:
         """Stream ``name`` with ``args``, validated now; its request goes when it is first used."""
-        method = self._stream_method(name)
-        values = method.validate_args(args).__dict__
+        method, values, state = self._new_stream(name, args)
         request_id = next(self._ids)
 
         async def open_(inbox: Inbox) -> None:
             await self._open_stream(request_id, name, values, timeout, method.write, inbox)
 
-        state = self._stream_state(name, method)
         return AsyncStream(state, self, request_id, self._where(STREAM, name), timeout, open_)
 
     async def _get(self, name: str) -> Any:

@@ -161,11 +161,7 @@ class AsyncRequests(ClientCore[SignalT]):
                     raise zmq.Again
                 send_frames(sync, frames, NOBLOCK)
             except zmq.Again:  # not connected yet, or at the high-water mark, or reconnecting
-                self._unsent.add(request_id)
-                try:
-                    await self._send_by(deadline, frames, reply, kind, name, timeout)
-                finally:
-                    self._unsent.discard(request_id)
+                await self._send_by(request_id, deadline, frames, reply, kind, name, timeout)
             except zmq.ZMQError as exc:
                 raise translate(exc, self._where(kind, name)) from exc
             else:
@@ -199,11 +195,7 @@ class AsyncRequests(ClientCore[SignalT]):
             try:
                 send_frames(sync, frames, NOBLOCK)
             except zmq.Again:
-                self._unsent.add(request_id)
-                try:
-                    await self._send_by(deadline, frames, inbox.refused, STREAM, name, timeout)
-                finally:
-                    self._unsent.discard(request_id)
+                await self._send_by(request_id, deadline, frames, inbox.refused, STREAM, name, timeout)
             except zmq.ZMQError as exc:
                 raise translate(exc, self._where(STREAM, name)) from exc
             else:
@@ -237,6 +229,7 @@ class AsyncRequests(ClientCore[SignalT]):
 
     async def _send_by(
         self,
+        request_id: int,
         deadline: float | None,
         frames: list[Any],
         reply: asyncio.Future[Any],
@@ -244,7 +237,9 @@ class AsyncRequests(ClientCore[SignalT]):
         name: str | None,
         timeout: float | None,
     ) -> None:
-        """Send a request the socket could not take at once, giving up at ``deadline``."""
+        """Send a request the socket could not take at once, giving up at ``deadline``; meanwhile it is in
+        ``_unsent``, so a lost connection does not fail it."""
+        self._unsent.add(request_id)
         try:
             async with asyncio.timeout_at(deadline):
                 await self._send_when_connected(frames, reply, kind)
@@ -253,6 +248,8 @@ class AsyncRequests(ClientCore[SignalT]):
             raise CallTimeout(f"{where}: {self._address} could not be reached within {timeout} s") from None
         except zmq.ZMQError as exc:
             raise translate(exc, self._where(kind, name)) from exc
+        finally:
+            self._unsent.discard(request_id)
 
     async def _send_when_connected(self, frames: list[Any], reply: asyncio.Future[Any], kind: str) -> None:
         """Wait to send; a refused handshake (``_watch`` fails ``reply``) ends the wait at once.

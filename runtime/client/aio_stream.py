@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
-from runtime.client.streaming import StreamState
+from runtime.client.streaming import StreamBase, StreamState
 from runtime.errors import CallTimeout
-from runtime.protocol.messages import cancel, credit
+from runtime.protocol.messages import cancel
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,7 +61,7 @@ class Channel(Protocol):
         ...
 
 
-class AsyncStream(Generic[T, R]):
+class AsyncStream(StreamBase[T, R]):
     """The items of a stream method as they come: ``async for item in stream``, then ``await stream.result()``.
 
     Not awaited itself: its request goes with the first ``async with``, ``async for``
@@ -79,18 +79,10 @@ class AsyncStream(Generic[T, R]):
         timeout: float | None,
         open_: Callable[[Inbox], Awaitable[None]],
     ) -> None:
-        self._state = state
+        super().__init__(state, request_id, where, timeout, channel.send_now)
         self._channel = channel
-        self._id = request_id
-        self._where = where
-        self._timeout = timeout
         self._open = open_
         self._inbox: Inbox | None = None
-
-    @property
-    def skipped(self) -> int:
-        """Items the reader never saw: replaced by newer ones (``latest``), or skipped by ``result()``."""
-        return self._state.skipped
 
     def __aiter__(self) -> Self:
         return self
@@ -125,7 +117,7 @@ class AsyncStream(Generic[T, R]):
         """Stop the stream: the device is told at once and closes its generator; iteration ends, ``result()``
         raises ``Cancelled``."""
         if self._state.cancel() and self._inbox is not None:
-            self._channel.send_now(cancel(self._id))
+            self._send(cancel(self._id))
         if self._inbox is not None:
             self._channel.forget(self._id)
 
@@ -137,9 +129,6 @@ class AsyncStream(Generic[T, R]):
         self, kind: type[BaseException] | None, exc: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.cancel()
-
-    def __repr__(self) -> str:
-        return f"<AsyncStream {self._where}{'' if self._state.open else ' ended'}>"
 
     async def _started(self) -> None:
         """Send the request, once; a task cancelled meanwhile cancels the stream."""
@@ -168,12 +157,7 @@ class AsyncStream(Generic[T, R]):
                 await inbox.arrived.wait()
         except TimeoutError:
             self._state.fail(CallTimeout(f"{self._where}: no item within {self._timeout} s"))
-            self._channel.send_now(cancel(self._id))
+            self._send(cancel(self._id))
         except asyncio.CancelledError:  # the task was cancelled (by its owner, asyncio.timeout, wait_for)
             self.cancel()
             raise
-
-    def _grant(self) -> None:
-        owed = self._state.owed()
-        if owed:
-            self._channel.send_now(credit(self._id, owed))

@@ -23,6 +23,7 @@ from runtime.client.core import (
     REGISTRY_PATIENCE,
     OwnTimeout,
     Retries,
+    curve_towards,
     device_patience,
 )
 from runtime.client.signals import Signal, SignalHub
@@ -106,9 +107,10 @@ class Client(BlockingRequests[Signal[...]]):
         the device's public key comes from the registry; a device registered with a public key is
         reached over Curve even without ``curve`` (with a new key pair, for ``allow_any`` devices).
         Raises ``DeviceNotFound`` or ``RegistryUnavailable``."""
+
         def find(wait: float) -> tuple[str, CurveClient | None]:
             record = lookup(name, registry=registry, timeout=wait, curve=curve)
-            return record.address, (curve or CurveClient(None)).towards(record.public_key)
+            return record.address, curve_towards(curve, record.public_key)
 
         address, device_curve = find(timeout or DEFAULT_TIMEOUT)
         client = cls(address, timeout=timeout, heartbeat=heartbeat, limits=limits, curve=device_curve)
@@ -185,10 +187,8 @@ class Client(BlockingRequests[Signal[...]]):
 
     def _stream(self, name: str, args: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT) -> Stream[Any, Any]:
         """Open stream ``name`` with ``args``: its request is sent, its items are read as the stream is iterated."""
-        method = self._stream_method(name)
-        values = method.validate_args(args).__dict__
+        method, values, state = self._new_stream(name, args)
         link, request_id = self._open_stream(name, values, timeout, method.write)
-        state = self._stream_state(name, method)
         return Stream(state, link, request_id, self._where(STREAM, name), timeout, self._limits)
 
     def _get(self, name: str) -> Any:

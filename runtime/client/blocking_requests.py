@@ -290,9 +290,7 @@ class BlockingRequests(ClientCore[SignalT]):
         except (zmq.ZMQError, ProtocolError) as exc:  # no answer in time, or none readable: the caller goes on
             logger.debug("%s: a cancel was not confirmed: %s", self._what(), exc)
 
-    def _open_stream(
-        self, name: str, body: Any, timeout: float | None, write: Writer
-    ) -> tuple[_StreamLink, int]:
+    def _open_stream(self, name: str, body: Any, timeout: float | None, write: Writer) -> tuple[_StreamLink, int]:
         """Open stream ``name`` on a connection of its own, its request sent (within ``timeout``): the connection
         and the request id."""
         request_id = next(self._ids)

@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
-from runtime.client.streaming import CANCEL_PATIENCE, StreamState
+from runtime.client.streaming import CANCEL_PATIENCE, StreamBase, StreamState
 from runtime.errors import CallTimeout, ZidlError
-from runtime.protocol.messages import cancel, credit, read_reply
+from runtime.protocol.messages import cancel, read_reply
 from runtime.protocol.names import ERR, OK
 from runtime.protocol.wire import Limits
 
@@ -46,7 +46,7 @@ class Link(Protocol):
         ...
 
 
-class Stream(Generic[T, R]):
+class Stream(StreamBase[T, R]):
     """The items of a stream method as they come: ``for item in stream``, then ``stream.result()``.
 
     ``with stream:`` (or ``cancel()``) stops it on the device. Iteration raises what
@@ -64,21 +64,13 @@ class Stream(Generic[T, R]):
         timeout: float | None,
         limits: Limits,
     ) -> None:
-        self._state = state
+        super().__init__(state, request_id, where, timeout, link.send)
         self._link = link
-        self._id = request_id
-        self._where = where
-        self._timeout = timeout
         self._limits = limits
         self._reading = threading.Lock()
         """Held by the thread that reads the connection; a ``cancel()`` from another thread is left to it."""
         self._cancel_asked = False
         self._closed = False
-
-    @property
-    def skipped(self) -> int:
-        """Items the reader never saw: replaced by newer ones (``latest``), or skipped by ``result()``."""
-        return self._state.skipped
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -134,9 +126,6 @@ class Stream(Generic[T, R]):
     ) -> None:
         self.cancel()
 
-    def __repr__(self) -> str:
-        return f"<Stream {self._where}{'' if self._state.open else ' ended'}>"
-
     # --- with ``_reading`` held ----------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -158,7 +147,7 @@ class Stream(Generic[T, R]):
             return
         if frames is None:
             self._state.fail(CallTimeout(f"{self._where}: no item within {self._timeout} s"))
-            self._link.send(cancel(self._id))
+            self._send(cancel(self._id))
             self._close(flush=True)
             return
         self._deliver(frames)
@@ -179,18 +168,13 @@ class Stream(Generic[T, R]):
         if reply_id == self._id:
             self._state.receive(kind, body)
 
-    def _grant(self) -> None:
-        owed = self._state.owed()
-        if owed:
-            self._link.send(credit(self._id, owed))
-
     def _cancel_now(self, *, confirm: bool = False) -> None:
         """Tell the device; with ``confirm`` (an interrupted reader), wait until it says so, within reason."""
         self._cancel_asked = False
         if not self._state.cancel():
             self._close()
             return
-        self._link.send(cancel(self._id))
+        self._send(cancel(self._id))
         if confirm:
             self._confirmed()
         self._close(flush=True)

@@ -60,6 +60,12 @@ def device_patience(timeout: float | None) -> float:
     return timeout if timeout is not None else DEFAULT_TIMEOUT
 
 
+def curve_towards(curve: CurveClient | None, public_key: str | None) -> CurveClient | None:
+    """How a client found by name reaches its device: over Curve when the registry gives the device a public key,
+    with ``curve``'s key pair (whose server key is the registry's) or a new one; without a key, in the clear."""
+    return (curve or CurveClient(None)).towards(public_key)
+
+
 def retry_level(attempt: int) -> int:
     """The log level of a follower's failed attempt: INFO, one WARNING, then quiet (it goes on every 5 s)."""
     if attempt == WARN_AFTER:
@@ -197,25 +203,22 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
     def _no_method(self, name: str) -> ZidlError:
         return self._unknown("method", name, self._methods)
 
-    def _stream_method(self, name: str) -> ClientMethod:
-        """Stream method ``name``; a method that is not a stream is an error (it is called, not opened)."""
-        method = self._methods.get(name)
-        if method is None:
-            raise self._no_method(name)
+    def _new_stream(
+        self, name: str, args: dict[str, Any]
+    ) -> tuple[ClientMethod, dict[str, Any], StreamState[Any, Any]]:
+        """Stream method ``name`` (one that is not a stream is called, not opened), ``args`` validated into the values
+        to send, and the stream as its reader sees it, whose final reply means what a call's reply means."""
+        method = self._method(name)
         if method.validate_item is None:
             raise ZidlError(f"{self._what()}: {name} is not a stream; call it")
-        return method
-
-    def _stream_state(self, name: str, method: ClientMethod) -> StreamState[Any, Any]:
-        """A new stream of ``method``, as its reader sees it; its final reply means what a call's reply means."""
-        if method.validate_item is None:
-            raise ZidlError(f"{self._what()}: {name} is not a stream")
-        return StreamState(
+        values = method.validate_args(args).__dict__
+        state: StreamState[Any, Any] = StreamState(
             method.latest,
             method.validate_item,
             method.validate_result,
             lambda kind, body: self._outcome(kind, body, STREAM, name),
         )
+        return method, values, state
 
     def _value(self, name: str) -> TypeAdapter[Any]:
         """The validator of property ``name``."""

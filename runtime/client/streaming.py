@@ -1,12 +1,12 @@
 """A stream as its reader sees it, written once and without I/O: what both ``Stream`` and ``AsyncStream`` share.
 
 The drivers (``runtime.client.blocking_stream``, ``runtime.client.aio_stream``) feed
-``StreamState`` what arrives and ask it what the reader gets next; they add only how
-they wait and how a message goes out. The reader opens a stream granting ``WINDOW``
-items and grants again each time it has taken ``GRANT`` more, so the device runs at
-most ``WINDOW`` items ahead of its reader and a credit message goes once per ``GRANT``
-items. A ``latest`` reader takes the newest item that has arrived and skips the
-older ones, as the device skips those it never sent.
+``StreamState`` what arrives and ask it what the reader gets next; their streams build
+on ``StreamBase`` and add only how they wait and how a message goes out. The reader
+opens a stream granting ``WINDOW`` items and grants again each time it has taken
+``GRANT`` more, so the device runs at most ``WINDOW`` items ahead of its reader and a
+credit message goes once per ``GRANT`` items. A ``latest`` reader takes the newest
+item that has arrived and skips the older ones, as the device skips those it never sent.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from runtime.errors import Cancelled
+from runtime.protocol.messages import credit
 from runtime.protocol.names import ITEM
 
 T = TypeVar("T")
@@ -144,3 +145,35 @@ class StreamState(Generic[T, R]):
         if self._error is not None:
             raise self._error
         raise RuntimeError("the stream has not ended")
+
+
+class StreamBase(Generic[T, R]):
+    """What ``Stream`` and ``AsyncStream`` share: the state, the request it answers (as errors name it), the
+    method's timeout, and ``send``, which sends a credit or a cancel at once or drops it."""
+
+    def __init__(
+        self,
+        state: StreamState[T, R],
+        request_id: int,
+        where: str,
+        timeout: float | None,
+        send: Callable[[list[Any]], None],
+    ) -> None:
+        self._state = state
+        self._id = request_id
+        self._where = where
+        self._timeout = timeout
+        self._send = send
+
+    @property
+    def skipped(self) -> int:
+        """Items the reader never saw: replaced by newer ones (``latest``), or skipped by ``result()``."""
+        return self._state.skipped
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._where}{'' if self._state.open else ' ended'}>"
+
+    def _grant(self) -> None:
+        owed = self._state.owed()
+        if owed:
+            self._send(credit(self._id, owed))
