@@ -193,8 +193,10 @@ class AsyncRequests(ClientCore[SignalT]):
         self._pending[request_id] = inbox
         try:
             try:
+                if not self._reconnected.is_set():
+                    raise zmq.Again
                 send_frames(sync, frames, NOBLOCK)
-            except zmq.Again:
+            except zmq.Again:  # not connected yet, or at the high-water mark, or reconnecting
                 await self._send_by(request_id, deadline, frames, inbox.refused, STREAM, name, timeout)
             except zmq.ZMQError as exc:
                 raise translate(exc, self._where(STREAM, name)) from exc
