@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, Protocol, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from runtime import (
     AsyncClient,
@@ -39,6 +39,8 @@ __all__ = [
 
 class ScanSummary(BaseModel):
     """What a scan produced."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     images: int
     """Images written."""

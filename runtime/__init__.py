@@ -33,7 +33,7 @@ from runtime.schema import (
     SignalSpec,
     StructSpec,
 )
-from runtime.server import Server, ServerSignal
+from runtime.server import Server, ServerSignal, Usage
 from runtime.transport import CurveClient, CurveServer, Heartbeat, KeyPair, generate_keypair, write_keypair
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "Signal",
     "SignalSpec",
     "StructSpec",
+    "Usage",
     "Watcher",
     "ZidlError",
     "generate_keypair",

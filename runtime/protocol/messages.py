@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from runtime.errors import ProtocolError
 from runtime.protocol.error_bodies import ErrorFactory, describe_failure, rebuild
+from runtime.protocol.limits import quote
 from runtime.protocol.names import (
     EPOCH,
     ERR,
@@ -39,10 +40,11 @@ from runtime.protocol.wire import (
     Limits,
     Writer,
     check_limits,
+    check_version,
     decode,
     decode_body,
-    decode_header,
     encode,
+    read_header,
     request_id_of,
 )
 from runtime.schema.interface import Interface
@@ -57,22 +59,30 @@ def request(
 ) -> list[Any]:
     """The frames of a request; ``write`` encodes its body (``encode_plain`` where the declared types allow)."""
     header: dict[str, Any] = {V: VERSION, ID: request_id, KIND: kind, NAME: name}
-    if timeout is not None:
+    if timeout is not None and timeout < _LONGEST_TIMEOUT:  # an infinite one is no limit, and JSON has no infinity
         header[TIMEOUT] = timeout
     return write(header, body)
 
 
+_LONGEST_TIMEOUT: Final = 1e9
+"""Seconds (about 31 years) beyond which a request's timeout means no limit, on either side."""
+
+
 class Request:
-    """A request as a server reads it; ``timeout`` is None unless the caller sent a usable one."""
+    """A request as a server reads it; ``timeout`` is None unless the caller sent a usable one.
 
-    __slots__ = ("body", "kind", "name", "request_id", "timeout")
+    ``size`` is the bytes of its message, which a queue of calls counts.
+    """
 
-    def __init__(self, kind: Any, request_id: Any, name: Any, timeout: float | None, body: Any) -> None:
+    __slots__ = ("body", "kind", "name", "request_id", "size", "timeout")
+
+    def __init__(self, kind: Any, request_id: Any, name: Any, timeout: float | None, body: Any, size: int = 0) -> None:
         self.kind = kind
         self.request_id = request_id
         self.name = name
         self.timeout = timeout
         self.body = body
+        self.size = size
 
 
 class BadRequest(ProtocolError):
@@ -87,16 +97,20 @@ def read_request(frames: Sequence[Frame], limits: Limits) -> Request:
     """The request in ``frames`` (header, then value frames); raises ``BadRequest``."""
     request_id: Any = None
     try:
-        check_limits(frames, limits)
-        header = decode_header(frames[0])
-        request_id = header.get(ID)
+        size = len(frames[0])
+        if len(frames) > 1 or size > limits.max_header_bytes or size > limits.max_bytes:  # else nothing to check
+            size = check_limits(frames, limits)
+        header = read_header(frames[0])
+        request_id = header.get(ID)  # before the version is checked: a refusal carries the id
+        if header.get(V) != VERSION:
+            check_version(header)
         body = decode_body(header, frames)
     except ProtocolError as exc:
         raise BadRequest(str(exc), request_id if request_id is not None else request_id_of(frames[0])) from None
     timeout = header.get(TIMEOUT)
-    if not (isinstance(timeout, int | float) and timeout >= 0):
+    if not (isinstance(timeout, int | float) and 0 <= timeout < _LONGEST_TIMEOUT):  # 10**999 included: no limit
         timeout = None
-    return Request(header.get(KIND), request_id, header.get(NAME), timeout, body)
+    return Request(header.get(KIND), request_id, header.get(NAME), timeout, body, size)
 
 
 # --- replies ----------------------------------------------------------------------------------
@@ -132,7 +146,7 @@ def outcome(kind: Any, body: Any, declared: Mapping[str, ErrorFactory], where: s
         return body
     if kind == ERR:
         raise rebuild(body, declared, where)
-    raise ProtocolError(f"{where}: reply of unknown kind {kind!r}")
+    raise ProtocolError(f"{where}: reply of unknown kind {quote(kind)}")
 
 
 # --- the handshake ----------------------------------------------------------------------------
@@ -188,6 +202,22 @@ def welcome_requested(subscription: bytes) -> bytes | None:
     if subscription[:1] == b"\x01" and subscription[1:].startswith(WELCOME_PREFIX):
         return subscription[1:]
     return None
+
+
+def read_subscription(message: bytes) -> tuple[bool, bytes] | None:
+    """What a message from a publisher's subscriber asks: ``(True, topic)`` to subscribe, ``(False, topic)`` to
+    unsubscribe; None for any other message."""
+    flag = message[:1]
+    if flag == b"\x01":
+        return True, message[1:]
+    if flag == b"\x00":
+        return False, message[1:]
+    return None
+
+
+def longest_subscription(interface: Interface) -> int:
+    """The bytes of the longest subscription a client of ``interface`` sends: a signal's topic or a welcome's."""
+    return 1 + max([len(welcome_topic()), *(len(topic(signal.name)) for signal in interface.signals)])
 
 
 def welcome(token: bytes) -> list[Any]:

@@ -28,13 +28,19 @@ logger = logging.getLogger(__name__)
 class Call:
     """One call accepted from the wire: who asked, under which request id, what runs it, with what, until when.
 
-    ``key`` is its entry in the dispatcher's table of calls in flight.
+    ``key`` is its entry in the dispatcher's table of calls in flight; ``size`` the bytes of its message.
     """
 
-    __slots__ = ("args", "caller", "deadline", "key", "request_id", "runner")
+    __slots__ = ("args", "caller", "deadline", "key", "request_id", "runner", "size")
 
     def __init__(
-        self, caller: bytes, request_id: Any, runner: MethodRunner, args: dict[str, Any], deadline: float | None
+        self,
+        caller: bytes,
+        request_id: Any,
+        runner: MethodRunner,
+        args: dict[str, Any],
+        deadline: float | None,
+        size: int = 0,
     ) -> None:
         self.caller = caller
         self.request_id = request_id
@@ -43,6 +49,7 @@ class Call:
         self.deadline = deadline
         """When the caller stops waiting (monotonic), or None."""
         self.key: tuple[bytes, Any] = (caller, request_id)
+        self.size = size
 
 
 class MethodRunner:
