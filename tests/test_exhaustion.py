@@ -34,16 +34,28 @@ P99 = 0.1
 
 
 class Held(Echo):
-    """Echo whose ``sleep`` lasts until the test releases it: a call that keeps the serial queue busy."""
+    """Echo whose ``sleep`` of a negative time (serial), and ``fast`` (concurrent) when ``hold_fast``, last until the
+    test releases them: calls that keep the serial queue, or the pool, busy; ``ran`` lists the sleeps that ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_fast: bool = False) -> None:
         super().__init__()
         self.release = threading.Event()
+        self.hold_fast = hold_fast
+        self.ran: list[float] = []
 
     def sleep(self, seconds: float) -> float:
+        self.ran.append(seconds)
         self.sleeping.set()
-        self.release.wait(10)
+        if seconds < 0:
+            self.release.wait(10)
+        else:
+            time.sleep(seconds)
         return seconds
+
+    def fast(self) -> str:
+        if self.hold_fast:
+            self.release.wait(10)
+        return "fast"
 
 
 class Reads:
@@ -231,7 +243,7 @@ def test_the_serial_backlog_is_bounded_in_calls_and_in_bytes(
     with device.running("tcp://127.0.0.1:0", limits=limits) as address:
         try:
             attacker = _dealer(sockets, address)
-            attacker.send(_request(0, "call", "sleep", {"seconds": 1.0}))
+            attacker.send(_request(0, "call", "sleep", {"seconds": -1.0}))
             assert device.sleeping.wait(5)
             for n in range(1, 101):
                 attacker.send(_request(n, "call", "echo", {"value": body}))
@@ -239,7 +251,7 @@ def test_the_serial_backlog_is_bounded_in_calls_and_in_bytes(
             assert sorted(refused) == list(range(fits + 1, 101))  # the first ones wait, the later ones are told
             assert all("full queue of calls" in reply["b"]["message"] for reply in refused.values())
             usage = _usage(device)
-            assert usage.backlog == fits
+            assert (usage.backlog, usage.refused) == (fits, 100 - fits)
             assert usage.backlog_bytes <= limits.max_backlog_bytes
             with Reads(address) as reads:
                 _eventually(reads.enough)
@@ -254,6 +266,43 @@ def test_the_serial_backlog_is_bounded_in_calls_and_in_bytes(
             device.release.set()
 
 
+def test_calls_waiting_for_the_pool_are_bounded(sockets: list[zmq.Socket[bytes]]) -> None:
+    device = Held(hold_fast=True)
+    with device.running("tcp://127.0.0.1:0", limits=Limits(max_backlog=10)) as address:
+        try:
+            attacker = _dealer(sockets, address)
+            for n in range(50):  # four run in the pool, ten wait, the rest are told
+                attacker.send(_request(n, "call", "fast", {}))
+            refused = _replies(attacker, 36)
+            assert all("full queue of calls" in reply["b"]["message"] for reply in refused.values())
+            assert (_usage(device).pool_waiting, _usage(device).refused) == (10, 36)
+            device.release.set()
+            assert all(reply["b"] == "fast" for reply in _replies(attacker, 14).values())
+            _eventually(lambda: (_usage(device).pool_waiting, _usage(device).calls) == (0, 0))
+        finally:
+            device.release.set()
+
+
+def test_the_waiting_calls_of_a_caller_that_left_never_run(sockets: list[zmq.Socket[bytes]]) -> None:
+    device = Held()
+    with device.running("tcp://127.0.0.1:0") as address:
+        try:
+            attacker = _dealer(sockets, address)
+            attacker.send(_request(0, "call", "sleep", {"seconds": -1.0}))
+            assert device.sleeping.wait(5)
+            for n in range(1, 6):
+                attacker.send(_request(n, "call", "sleep", {"seconds": 0.2}))
+            _eventually(lambda: _usage(device).backlog == 5)
+            attacker.close(linger=0)  # it leaves, its calls waiting
+            with EchoClient.connect(address) as other:  # a round trip: the device has seen the connection go
+                assert other.mode.value == "idle"
+            device.release.set()  # its reply finds the caller gone, while the next runs: the others are dropped
+            _eventually(lambda: (_usage(device).backlog, _usage(device).calls, _usage(device).callers) == (0, 0, 0))
+            assert device.ran == [-1.0, 0.2]
+        finally:
+            device.release.set()
+
+
 def test_calls_in_progress_are_bounded_per_connection_and_other_connections_go_on(
     sockets: list[zmq.Socket[bytes]],
 ) -> None:
@@ -261,7 +310,7 @@ def test_calls_in_progress_are_bounded_per_connection_and_other_connections_go_o
     with device.running("tcp://127.0.0.1:0", limits=Limits(max_calls_per_caller=10)) as address:
         try:
             attacker, other = _dealer(sockets, address), _dealer(sockets, address)
-            attacker.send(_request(0, "call", "sleep", {"seconds": 1.0}))
+            attacker.send(_request(0, "call", "sleep", {"seconds": -1.0}))
             assert device.sleeping.wait(5)
             for n in range(1, 31):
                 attacker.send(_request(n, "call", "add", {"a": n}))
@@ -273,7 +322,7 @@ def test_calls_in_progress_are_bounded_per_connection_and_other_connections_go_o
                 _eventually(reads.enough)
             reads.check()
             usage = _usage(device)
-            assert (usage.calls, usage.callers) == (11, 2)
+            assert (usage.calls, usage.callers, usage.refused) == (11, 2, 21)
             device.release.set()
             assert sorted(_replies(attacker, 10)) == list(range(10))
             assert _replies(other, 1)[1]["b"] == 2

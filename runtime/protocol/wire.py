@@ -222,7 +222,9 @@ def too_large_header(size: int, limits: Limits) -> str:
 
 
 _SALVAGE_BYTES: Final = 64 * 1024
-_ID_PREFIX: Final = re.compile(rb'\{\s*"v"\s*:\s*1\s*,\s*"id"\s*:\s*(-?[0-9]{1,19}|"[^"\\]{0,128}")\s*[,}]')
+_ID_PREFIX: Final = re.compile(
+    rf'\{{\s*"{V}"\s*:\s*{VERSION}\s*,\s*"{ID}"\s*:\s*(-?[0-9]{{1,19}}|"[^"\\]{{0,128}}")\s*[,}}]'.encode()
+)
 """A header's opening as every zidl sender writes it, version then id: where the id of a header too large or
 too broken to parse is found."""
 

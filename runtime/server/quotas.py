@@ -65,7 +65,6 @@ class Quotas:
         if held is None:
             held = self._held.setdefault(caller, [])
         if len(held) >= self._per_caller:
-            self.refusal()
             return False
         held.append(None)
         return True
@@ -88,7 +87,6 @@ class Quotas:
             if self.waiting >= self._most_waiting or (
                 self.waiting and self.waiting_bytes + size > self._most_waiting_bytes
             ):
-                self.refused += 1
                 return False
             self.waiting += 1
             self.waiting_bytes += size
@@ -103,7 +101,7 @@ class Quotas:
         return True
 
     def refusal(self) -> None:
-        """Count a request refused elsewhere (over a message limit, or the serial backlog full)."""
+        """Count a request refused over a limit (of a message, a quota or a queue)."""
         with self._lock:
             self.refused += 1
 
