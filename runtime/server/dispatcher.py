@@ -167,7 +167,6 @@ class Dispatcher:
             sequence = self._sequences.get(name, 0) + 1
             self._sequences[name] = sequence
             self._engine.post(emission(name, sequence, values))
-        self._engine.wake()
 
     # --- the handlers of each request kind ----------------------------------------------------------
 

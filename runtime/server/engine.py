@@ -1,7 +1,8 @@
 """The engine of a running server: it owns the sockets and the two I/O threads, and only moves messages.
 
 It hands each request to its ``Handler`` (the dispatcher) and sends what it is given:
-replies to their caller, emissions to the signal publisher. A serial call runs inline
+replies to their caller, emissions to the signal publisher (``runtime.server.publisher``,
+whose thread owns the XPUB). A serial call runs inline
 on the thread that owns the sockets, so that a short call makes no thread hop; during
 a long one the other thread takes the sockets over (``Engine`` explains the handoff).
 """
@@ -31,7 +32,7 @@ from runtime.server.runners import Call
 from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import beside
 from runtime.transport.security import CurveClient, CurveServer, Grant
-from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, send_frames, zmq_errors
+from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, zmq_errors
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Engine:
             if self.grant is not None:
                 self.grant.close()
             raise
-        self.outbox: queue.SimpleQueue[tuple[bytes | None, list[Any]]] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[tuple[bytes, list[Any]]] = queue.SimpleQueue()
         self.waker = Waker()
         self.stopping = threading.Event()
         self.registration: Registration | None = None
@@ -124,7 +125,7 @@ class Engine:
         self.standby_asleep = False
         self.watch_until = 0.0
         self.publisher: Publisher
-        """Set by ``start``, with the handler that judges subscriptions."""
+        """Set by ``start``, with the handler that judges subscriptions; its thread owns the XPUB from then on."""
 
     def register(self, registry: str, name: str, advertise: str | None, curve: CurveClient | None = None) -> None:
         """Keep the device registered as ``name`` while serving (driven by the I/O thread)."""
@@ -152,7 +153,8 @@ class Engine:
         """Start serving, handing each request to ``handler``."""
         self.handler = handler
         self.publisher = Publisher(self.xpub, handler.subscribed)
-        for sock in (self.router, self.xpub, self.waker.fileno()):
+        self.publisher.start()
+        for sock in (self.router, self.waker.fileno()):
             self.poller.register(sock, zmq.POLLIN)
         if self.registration is not None:
             self.poller.register(self.registration.socket, zmq.POLLIN)
@@ -175,6 +177,7 @@ class Engine:
             if thread is not threading.current_thread():
                 thread.join()
         self.handler.close()  # before the waker closes: what still runs replies through it
+        self.publisher.close()  # after the handler: what still ran may have emitted
         self.waker.close()
         if self.systemd is not None:
             self.systemd.notify("STOPPING=1")
@@ -220,23 +223,15 @@ class Engine:
         """Send a reply from any thread: at once from the socket owner, else through the outbox."""
         if self.leader is threading.current_thread():
             if not self.outbox.empty():
-                self._flush()  # what the call emitted goes first, as it would through the outbox
+                self._flush()  # replies queued before this one go first
             self.replies.send(caller, frames)
         else:
             self.outbox.put((caller, frames))
             self.waker.wake()
 
     def post(self, frames: list[Any]) -> None:
-        """Queue an emission from any thread; the socket owner publishes it before it next polls (see ``wake``)."""
-        self.outbox.put((None, frames))
-
-    def wake(self) -> None:
-        """Wake the socket owner for what was posted, unless this thread owns the sockets.
-
-        Called after the post: a leader deposed meanwhile left it to the new one, which flushes first.
-        """
-        if self.leader is not threading.current_thread():
-            self.waker.wake()
+        """Queue an emission from any thread, for the publisher's thread to send in the order queued."""
+        self.publisher.post(frames)
 
     # --- the two engine threads ---------------------------------------------------------------------
 
@@ -275,10 +270,8 @@ class Engine:
     def _lead(self, me: threading.Thread) -> None:
         """Serve the sockets until the engine stops or the standby takes them over during an inline call."""
         registration = self.registration
-        router, xpub, waker_fd, outbox = self.router, self.xpub, self.waker.fileno(), self.outbox
-        publisher, replies = self.publisher, self.replies
+        router, waker_fd, outbox, replies = self.router, self.waker.fileno(), self.outbox, self.replies
         items = self.poller.sockets  # handed straight to ``zmq.zmq_poll``: ``zmq.Poller`` adds Python frames
-        quiet = [item for item in items if item[0] is not xpub]  # while a subscription is held (``Publisher.hold``)
         limits, stopping = self.limits, self.stopping.is_set
         max_header, max_bytes, max_frames = limits.max_header_bytes, limits.max_bytes, limits.max_frames
         handle, refuse = self.handler.request, self.handler.refused
@@ -286,12 +279,12 @@ class Engine:
             while self.leader is me and not stopping():
                 if not outbox.empty():
                     self._flush()
-                if registration is None and self.systemd is None and publisher.held is None and not replies.unread:
+                if registration is None and self.systemd is None and not replies.unread:
                     timeout = -1
                 else:
                     due = self._next_timer(registration)
                     timeout = -1 if due is None else due
-                ready = dict(zmq_poll(items if publisher.held is None else quiet, timeout))
+                ready = dict(zmq_poll(items, timeout))
                 try:
                     if registration is not None and registration.socket in ready:
                         registration.handle_readable()
@@ -324,8 +317,6 @@ class Engine:
                                         handle(me, caller, message)
                         except Exception:
                             logger.exception("a request could not be handled")
-                    if xpub in ready and self.leader is me:
-                        publisher.read()
                 except zmq.ContextTerminated:
                     raise
                 except Exception:  # one bad message never stops the server
@@ -335,12 +326,11 @@ class Engine:
             self.stopping.set()
 
     def _next_timer(self, registration: Registration | None) -> int | None:
-        """Milliseconds until the registration, the systemd watchdog, a held subscription or the count of unread
-        replies next needs the loop (each does what is due first), or None."""
+        """Milliseconds until the registration, the systemd watchdog or the count of unread replies next needs the
+        loop (each does what is due first), or None."""
         due = min(
             registration.tick() if registration is not None else math.inf,
             self.systemd.tick() if self.systemd is not None else math.inf,
-            math.inf if self.publisher.release() else self.publisher.due_in(),
             self.replies.tick() if self.replies.unread else math.inf,
             3600.0,
         )
@@ -350,8 +340,7 @@ class Engine:
         self.stopping.set()
         if self.registration is not None:
             self.registration.close()
-        self.router.close(linger=0)
-        self.xpub.close(linger=0)
+        self.router.close(linger=0)  # the publisher's thread closes the XPUB
 
     def _drain_backlog(self) -> None:
         """In a deposed thread: run the serial calls that arrived during its call, in order, then stand by."""
@@ -366,18 +355,7 @@ class Engine:
     def _flush(self) -> None:
         while not self.outbox.empty():
             caller, frames = self.outbox.get_nowait()
-            if caller is None:
-                self._send(self.xpub, frames)
-            else:
-                self.replies.send(caller, frames)
-
-    def _send(self, sock: zmq.Socket[bytes], frames: list[Any]) -> None:
-        try:
-            send_frames(sock, frames, NOBLOCK)
-        except zmq.Again:
-            logger.warning("dropped a message: the peer is not reading (high-water mark)")
-        except zmq.ZMQError as exc:
-            logger.warning("could not send a message: %s", exc)
+            self.replies.send(caller, frames)
 
     def _gone(self, caller: bytes) -> None:
         """A reply found its caller gone: its calls still in the backlog would reply to nobody, so they never run."""

@@ -1,12 +1,18 @@
-"""The incoming side of a server's signal publisher: the subscriptions it is asked for, judged and applied.
+"""A running server's signal publisher: its XPUB, owned by a thread of its own, and the subscriptions it applies.
+
+The publisher's thread publishes the emissions queued from any thread (``post``) and
+reads the subscriptions. A thread of its own, apart from the one that owns the
+requests' socket, because libzmq files every subscription a subscriber sends in that
+socket's owner thread: a flood of them (200,000 random topics take libzmq seconds)
+delays no request.
 
 The XPUB runs with ``XPUB_MANUAL``: libzmq applies no subscription by itself. The
-thread that owns the sockets reads each subscription message, the handler says what
-it means (``Subscription``) and only that is applied: a signal topic of the interface
-(and its unsubscription), or a welcome, published to that subscriber alone with its
-topic dropped again at once. Anything else is ignored, so the topics the publisher
-matches are only those a client can need. ``setsockopt(SUBSCRIBE)`` applies to the
-subscriber of the message read last, so each one is applied as it is read.
+thread reads each subscription message, the handler says what it means
+(``Subscription``) and only that is applied: a signal topic of the interface (and
+its unsubscription), or a welcome, published to that subscriber alone with its topic
+dropped again at once. Anything else is ignored, so the topics the publisher matches
+are only those a client can need. ``setsockopt(SUBSCRIBE)`` applies to the subscriber
+of the message read last, so each one is applied as it is read.
 
 Two things libzmq does regardless. It keeps its own record of every topic a subscriber
 sent, to send the unsubscriptions when it leaves (``MAXMSGSIZE`` caps each topic's
@@ -19,14 +25,17 @@ subscription would apply to the wrong subscriber: those are dropped, not misappl
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, NamedTuple
 
 import zmq
+from zmq import zmq_poll
 
 from runtime.protocol.messages import read_subscription
-from runtime.transport.sockets import NOBLOCK, Socket, send_frames
+from runtime.transport.sockets import NOBLOCK, Socket, Waker, send_frames
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +44,10 @@ _HANDSHAKE: Final = 1024
 commands of a Curve handshake (some 400 bytes) pass the same check (``MAXMSGSIZE``)."""
 _SIGNAL_HWM: Final = 10_000
 """Emissions queued per subscriber before the publisher drops, above libzmq's default of 1000: a burst from a
-call that runs inline reaches the publisher faster than a subscriber's Python callbacks take it. A stalled
-subscriber still loses emissions, counted by ``missed``."""
+call reaches the publisher faster than a subscriber's Python callbacks take it. A stalled subscriber still loses
+emissions, counted by ``missed``."""
 _PER_TURN: Final = 64
-"""Subscription messages read before the leader turns to its requests again: a flood of them delays no call."""
+"""Subscription messages read before the thread publishes what was queued meanwhile."""
 
 
 class Subscription(NamedTuple):
@@ -51,7 +60,7 @@ class Subscription(NamedTuple):
 
 
 class Publisher:
-    """Reads the subscriptions of one XPUB socket, in order, and applies those ``judge`` returns."""
+    """Publishes on one XPUB socket from a thread of its own, and applies the subscriptions ``judge`` returns."""
 
     hold: ClassVar[float] = 0.0
     """Seconds each signal subscription waits before it is applied, the subscriptions after it waiting too: 0, but
@@ -67,6 +76,12 @@ class Publisher:
     def __init__(self, sock: Socket, judge: Callable[[bytes], Subscription | None]) -> None:
         self.socket = sock
         self._judge = judge
+        self._queue: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+        self._waker = Waker()
+        self._asleep = False
+        """Set by the thread before it waits, and cleared after: ``post`` wakes it only then."""
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="zidl-publisher", daemon=True)
         self.held: tuple[float, bytes] | None = None
         """When the held subscription is due (monotonic) and its topic; the socket is not read meanwhile."""
         self._applied: dict[bytes, int] = {}
@@ -76,6 +91,69 @@ class Publisher:
         self.subscriptions = 0
         """Signal subscriptions applied now (a subscriber that leaves takes its own along: libzmq tells)."""
         self.ignored = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def post(self, frames: list[Any]) -> None:
+        """Queue an emission from any thread; the publisher's thread sends it, in the order queued."""
+        self._queue.put(frames)
+        if self._asleep:  # read after the put: a thread about to wait looks at the queue once more (``_run``)
+            self._waker.wake()
+
+    def close(self) -> None:
+        """Send what is queued, close the socket and end the thread (the server stops)."""
+        self._closing = True
+        self._waker.wake()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._waker.close()
+
+    def _run(self) -> None:
+        sock, waker = self.socket, self._waker
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(waker.fileno(), zmq.POLLIN)
+        everything = poller.sockets  # handed straight to ``zmq.zmq_poll``, as the engine does
+        quiet = [item for item in everything if item[0] is not sock]  # while a subscription is held
+        try:
+            while True:
+                self._flush()
+                if self._closing:
+                    return
+                self._asleep = True
+                if not self._queue.empty():  # posted before ``_asleep`` was seen: no wake came for it
+                    self._asleep = False
+                    continue
+                wait = -1 if self.held is None else int(self._due_in() * 1000) + 1
+                ready: dict[Any, int] = dict(zmq_poll(everything if self.held is None else quiet, wait))
+                self._asleep = False
+                if waker.fileno() in ready:
+                    waker.drain()
+                if self.held is not None:
+                    self._release()
+                if sock in ready:
+                    self.read()
+        except zmq.ContextTerminated:
+            pass
+        except Exception:
+            logger.exception("the signal publisher failed; signals are no longer sent")
+        finally:
+            sock.close(linger=0)
+
+    def _flush(self) -> None:
+        sock, get = self.socket, self._queue.get_nowait
+        while True:
+            try:
+                frames = get()
+            except queue.Empty:
+                return
+            try:
+                send_frames(sock, frames, NOBLOCK)
+            except zmq.Again:  # lossy: dropped for a subscriber at its high-water mark, which counts a gap
+                pass
+            except zmq.ZMQError as exc:
+                logger.warning("could not publish an emission: %s", exc)
 
     def read(self) -> None:
         """Apply the subscription messages waiting, up to ``_PER_TURN`` of them; the next turn reads on."""
@@ -106,16 +184,14 @@ class Publisher:
             else:
                 self._apply(wanted.topic, wanted.on)
 
-    def due_in(self) -> float:
-        """Seconds until the held subscription is due (0 when there is none)."""
+    def _due_in(self) -> float:
         return 0.0 if self.held is None else max(0.0, self.held[0] - time.monotonic())
 
-    def release(self) -> bool:
-        """Apply the held subscription if it is due; True when nothing is held any more."""
+    def _release(self) -> None:
+        """Apply the held subscription if it is due."""
         if self.held is not None and time.monotonic() >= self.held[0]:
             self._apply(self.held[1], True)  # no message read since: it applies to the same subscriber
             self.held = None
-        return self.held is None
 
     def _unattributed(self, wanted: Subscription) -> None:
         """A subscription read while libzmq cannot say whose it is: nothing applied, nothing answered; an
