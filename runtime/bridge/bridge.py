@@ -95,6 +95,22 @@ class Bridge:
         with self._changed:
             return dict(self._names)
 
+    @property
+    def away(self) -> set[str]:
+        """The bridged devices that are away now: their requests are held."""
+        with self._changed:
+            return {name for name, device in self._devices.items() if not device.present}
+
+    def wait(self, name: str, *, present: bool = True, timeout: float = 5.0) -> bool:
+        """Wait until device ``name`` is there behind the bridge (or, ``present=False``, away); False on timeout."""
+
+        def reached() -> bool:
+            device = self._devices.get(name)
+            return device is not None and device.present == present
+
+        with self._changed:
+            return self._changed.wait_for(reached, timeout)
+
     def serve(self) -> None:
         """Bridge until SIGINT or SIGTERM (in the main thread) or ``stop()``."""
         loop = self._start()
@@ -150,9 +166,10 @@ class Bridge:
         try:
             loop.run(self._tick)
         finally:
-            for device in self._devices.values():
+            with self._changed:
+                devices, self._devices = list(self._devices.values()), {}
+            for device in devices:
                 device.close()
-            self._devices.clear()
 
     def _close(self) -> None:
         if self._watcher is not None:
@@ -189,7 +206,9 @@ class Bridge:
                 device.follow(record)
                 return
             try:
-                self._devices[record.name] = BridgedDevice(record, self._options, loop, self._registered)
+                device = BridgedDevice(record, self._options, loop, self._registered, self._presence)
+                with self._changed:
+                    self._devices[record.name] = device
             except ZidlError as exc:
                 logger.error("cannot bridge %s: %s", record.name, exc)
         elif device is not None and device.record.address == record.address:
@@ -202,14 +221,18 @@ class Bridge:
             self._names[name] = accepted
             self._changed.notify_all()
 
+    def _presence(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
     def _tick(self, now: float) -> float:
         due = math.inf
         for name, device in list(self._devices.items()):
             if device.leaving is not None and now >= device.leaving:
-                del self._devices[name]
-                device.close()
                 with self._changed:
+                    del self._devices[name]
                     self._names.pop(name, None)
+                device.close()
                 continue
             if now >= device.due:
                 device.due = now + device.tick(now)

@@ -63,7 +63,12 @@ class BridgedDevice:
     """The B-side face of one device registered on A's side."""
 
     def __init__(
-        self, record: DeviceRecord, options: Options, loop: Loop, on_registered: Callable[[str, str], None]
+        self,
+        record: DeviceRecord,
+        options: Options,
+        loop: Loop,
+        on_registered: Callable[[str, str], None],
+        on_presence: Callable[[], None],
     ) -> None:
         self.record = record
         self.name = record.name
@@ -76,6 +81,7 @@ class BridgedDevice:
         self._options = options
         self._loop = loop
         self._on_registered = on_registered
+        self._on_presence = on_presence
         self._what = f"bridged device {record.name}"
         self._curve = self._towards(record)
         self._interface: Interface | None = None
@@ -174,6 +180,7 @@ class BridgedDevice:
             self._control.greet()
             self.due = 0.0  # what was held goes now
             logger.info("%s: the device is there (%s)", self._what, self._control.address)
+            self._on_presence()
 
     def _greeted(self) -> None:
         greeted = self._control.greeted()
@@ -222,6 +229,7 @@ class BridgedDevice:
             for request_id in list(upstream.awaiting):
                 self._reply(upstream.caller, lost_reply(request_id, message))
             upstream.awaiting.clear()
+        self._on_presence()
 
     # --- requests from B's side, replies from the device --------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from runtime.errors import ZidlError
-from runtime.tools import devices
+from runtime.tools import bridging, devices
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register(commands)
     devices.register(commands)
+    bridging.register(commands)
     return parser
 
 
