@@ -234,6 +234,7 @@ class BridgedDevice:
     # --- requests from B's side, replies from the device --------------------------------------------------
 
     def _requests(self) -> None:
+        self._dropped()  # first: a new caller on a reused file descriptor is never taken for a dropped one
         router = self._router
         for _ in range(_BATCH):
             try:
