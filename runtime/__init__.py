@@ -45,7 +45,7 @@ from runtime.schema import (
     SignalSpec,
     StructSpec,
 )
-from runtime.server import CallContext, Server, ServerSignal, current_call
+from runtime.server import CallContext, Server, ServerSignal, Usage, current_call
 from runtime.transport import CurveClient, CurveServer, Heartbeat, KeyPair, generate_keypair, write_keypair
 
 __all__ = [
@@ -88,6 +88,7 @@ __all__ = [
     "SignalSpec",
     "Stream",
     "StructSpec",
+    "Usage",
     "Watcher",
     "ZidlError",
     "current_call",
