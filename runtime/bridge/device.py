@@ -43,13 +43,16 @@ from runtime.protocol.relay import (
     reply_head,
     with_timeout,
 )
+from runtime.protocol.wire import request_id_of
 from runtime.registry.client import DeviceRecord
 from runtime.registry.registration import Registration
 from runtime.schema.interface import Interface
+from runtime.server.intake import configure, drop_rest
+from runtime.server.replies import Replies
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
 from runtime.transport.security import CurveClient, Grant
-from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, recv_frames, send_frames
+from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, recv_frames
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,8 @@ class BridgedDevice:
         router = self._router = make_socket(zmq.ROUTER, options.heartbeat)
         self.signals = SignalRelay(make_socket(zmq.XPUB), self._what)
         try:
-            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._replies = Replies(router, options.limits, self._gone)  # ROUTER_MANDATORY, unread replies bounded
+            configure(router, options.limits)
             if options.curve is not None:
                 self._grant = options.curve.secure(router, self.signals.xpub)
             self.address = bind(router, options.bind)
@@ -142,6 +146,8 @@ class BridgedDevice:
         due = math.inf
         if self.registration is not None:
             due = self.registration.tick(now)
+        if self._replies.unread:
+            due = min(due, self._replies.tick())
         if len(self._held):
             due = min(due, self._held.expire(now) - now)
             if self.present:
@@ -227,15 +233,16 @@ class BridgedDevice:
         message = f"{self.name} went away (behind the bridge) while the call was in flight"
         for upstream in self._upstreams.values():
             for request_id in list(upstream.awaiting):
-                self._reply(upstream.caller, lost_reply(request_id, message))
+                self._replies.send(upstream.caller, lost_reply(request_id, message))
             upstream.awaiting.clear()
         self._on_presence()
 
     # --- requests from B's side, replies from the device --------------------------------------------------
 
     def _requests(self) -> None:
+        """Read what B's side sent, its size checked frame by frame as a device's own intake does."""
         self._dropped()  # first: a new caller on a reused file descriptor is never taken for a dropped one
-        router = self._router
+        router, limits = self._router, self._options.limits
         for _ in range(_BATCH):
             try:
                 frame = router.recv(NOBLOCK, copy=False)
@@ -244,34 +251,57 @@ class BridgedDevice:
             caller = frame.bytes
             if caller not in self._callers.sources:
                 self._callers.note(caller, frame)
-            message: list[Any] = []
+            if not frame.more:
+                continue
+            frame = router.recv(copy=False)
+            if len(frame) > limits.max_header_bytes:
+                self._refuse(caller, frame, drop_rest(router, frame, frame, 1, len(frame), limits))
+                continue
+            message: list[Any] = [frame]
+            size = len(frame)
             while frame.more:
                 frame = router.recv(copy=False)
                 message.append(frame)
-            if message:
+                size += len(frame)
+                if size > limits.max_bytes or len(message) > limits.max_frames:
+                    self._refuse(caller, message[0], drop_rest(router, message[0], frame, len(message), size, limits))
+                    break
+            else:
                 self._request(caller, message)
+
+    def _refuse(self, caller: bytes, header: Any, why: str) -> None:
+        self._replies.send(caller, refusal(request_id_of(header), f"{self._what}: {why}"))
 
     def _request(self, caller: bytes, frames: list[Any]) -> None:
         try:
             head = read_head(frames, self._options.limits)
         except BadRequest as exc:
-            self._reply(caller, refusal(exc.request_id, f"{self._what}: {exc}"))
+            self._replies.send(caller, refusal(exc.request_id, f"{self._what}: {exc}"))
             return
         if head.kind == PING:
-            self._reply(caller, alive_reply(head.request_id))
+            self._replies.send(caller, alive_reply(head.request_id))
             return
         if head.kind == CANCEL and len(self._held):
             held = self._held.cancel(caller, head.request_id)
             if held is not None:
                 if held.head.kind in AWAITED and not held.oneway:
                     message = f"{head.name or held.head.name} was cancelled by its caller before it reached {self.name}"
-                    self._reply(caller, cancelled_reply(held.head.request_id, message))
+                    self._replies.send(caller, cancelled_reply(held.head.request_id, message))
                 return
+        if head.kind in AWAITED and self._calls_of(caller) >= self._options.limits.max_calls_per_caller:
+            most = self._options.limits.max_calls_per_caller
+            self._replies.send(caller, refusal(head.request_id, f"{self._what}: {most} calls of this connection wait"))
+            return
         if self.present and not len(self._held):
             upstream = self._upstream(caller, head)
             if upstream is None or upstream.send(frames, head, self._oneway):
                 return
         self._hold(caller, frames, head)
+
+    def _calls_of(self, caller: bytes) -> int:
+        """``caller``'s requests the bridge has in hand: sent and not answered, or held."""
+        upstream = self._upstreams.get(caller)
+        return (len(upstream.awaiting) if upstream is not None else 0) + self._held.count(caller)
 
     def _hold(self, caller: bytes, frames: list[Any], head: Head) -> None:
         oneway = head.kind == CALL and head.name in self._oneway
@@ -280,7 +310,7 @@ class BridgedDevice:
             self.due = 0.0
         elif head.kind in AWAITED and not oneway:
             message = f"{self.name} is away and the bridge holds as many requests for it as it may"
-            self._reply(caller, lost_reply(head.request_id, message))
+            self._replies.send(caller, lost_reply(head.request_id, message))
 
     def _flush(self, now: float) -> None:
         """Offer the held requests to the device, in order, until one cannot go."""
@@ -309,14 +339,14 @@ class BridgedDevice:
             message = f"the bridge serves {self._options.max_callers} connections to {self.name} already"
             logger.warning("%s: refused a new caller: %s", self._what, message)
             if head.kind in AWAITED:
-                self._reply(caller, refusal(head.request_id, message))
+                self._replies.send(caller, refusal(head.request_id, message))
             return None
         upstream = Upstream(caller, self._control.address, self._curve, self._options.heartbeat)
         self._upstreams[caller] = upstream
-        self._watch(upstream.socket, lambda: self._replies(upstream))
+        self._watch(upstream.socket, lambda: self._device_replies(upstream))
         return upstream
 
-    def _replies(self, upstream: Upstream) -> None:
+    def _device_replies(self, upstream: Upstream) -> None:
         for _ in range(_BATCH):
             try:
                 frames = recv_frames(upstream.socket, flags=NOBLOCK)
@@ -325,19 +355,9 @@ class BridgedDevice:
             reply_id, kind = reply_head(frames[0])
             if kind in (OK, ERR) and upstream.answered(reply_id) == HELLO:
                 frames = hello_via(frames, self.signal_address)
-            self._reply(upstream.caller, frames)
+            self._replies.send(upstream.caller, frames)
             if upstream.caller not in self._upstreams:  # the caller was found gone
                 return
-
-    def _reply(self, caller: bytes, frames: list[Any]) -> None:
-        try:
-            send_frames(self._router, [caller, *frames], NOBLOCK)
-        except zmq.Again:
-            logger.warning("%s: dropped a reply: the caller is not reading (high-water mark)", self._what)
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
-            self._gone(caller)
 
     def _dropped(self) -> None:
         for caller in self._callers.dropped():

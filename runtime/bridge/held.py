@@ -81,6 +81,10 @@ class HeldRequests:
         self._bytes += held.size
         return True
 
+    def count(self, caller: bytes) -> int:
+        """How many of the held requests are ``caller``'s."""
+        return sum(1 for held in self._queue if held.caller == caller) if self._queue else 0
+
     def first(self) -> Held | None:
         return self._queue[0] if self._queue else None
 

@@ -5,10 +5,11 @@ As ``zmq.proxy`` joins an XSUB and an XPUB, each emission crosses the bridge onc
 subscriber on B's side. The XPUB is not verbose: a topic's first subscription goes
 on to the device, later ones stay in the bridge, and its last unsubscription goes
 on. Only what can match an emission or proves a subscription is forwarded: a signal
-of the interface, the empty topic (everything), and the one-off welcome topics,
-which the device answers; so a client's ``connect()`` returns once its subscription
-is live at the device itself, through the bridge. A subscriber that sends other
-topics keeps them to itself.
+of the interface and the one-off welcome topics, which the device answers; so a
+client's ``connect()`` returns once its subscription is live at the device itself,
+through the bridge. The bridge unsubscribes a welcome at the device as soon as its
+answer passes (the client's own unsubscription stays in the bridge), so the device
+holds none for B's side. A subscriber that sends other topics keeps them to itself.
 
 The XSUB keeps what it was told to subscribe and subscribes it again at a new
 publisher, so a device that restarts (on a new signal port) is subscribed again
@@ -33,6 +34,8 @@ _HWM: Final = 10_000
 """Emissions queued per subscriber, and from the device, before ZeroMQ drops: as a device's own publisher keeps."""
 _BATCH: Final = 256
 """Messages moved in one turn of the loop before the bridge's other sockets are looked at."""
+_LONGEST: Final = 4096
+"""The longest subscription B's side may send (libzmq drops a connection that sends more): topics are names."""
 
 
 class SignalRelay:
@@ -43,17 +46,18 @@ class SignalRelay:
         self.what = what
         self.xpub = xpub
         self.xpub.setsockopt(zmq.SNDHWM, _HWM)
+        self.xpub.setsockopt(zmq.MAXMSGSIZE, _LONGEST)
         self.xsub = make_socket(zmq.XSUB)
         self.xsub.setsockopt(zmq.RCVHWM, _HWM)
         self.upstream: str | None = None
-        self.topics: frozenset[bytes] = frozenset({b""})
+        self.topics: frozenset[bytes] = frozenset()
 
     def bind(self, address: str) -> str:
         return bind(self.xpub, address)
 
     def learn(self, signals: list[str]) -> None:
         """The device's signal names, whose topics are forwarded."""
-        self.topics = frozenset({b"", *(topic(name) for name in signals)})
+        self.topics = frozenset(topic(name) for name in signals)
 
     def point(self, address: str, curve: CurveClient | None) -> None:
         """Take the device's emissions from ``address`` (the device's publisher), from now on."""
@@ -75,10 +79,11 @@ class SignalRelay:
                 message = self.xpub.recv(NOBLOCK)
             except zmq.Again:
                 return
-            subject = message[1:]
-            if message[:1] in (b"\x00", b"\x01") and (subject in self.topics or subject.startswith(WELCOME_PREFIX)):
-                with contextlib.suppress(zmq.Again):
-                    self.xsub.send(message, NOBLOCK)
+            subscribe, subject = message[:1] == b"\x01", message[1:]  # an XPUB reads only (un)subscriptions
+            if subject not in self.topics and not (subscribe and subject.startswith(WELCOME_PREFIX)):
+                continue
+            with contextlib.suppress(zmq.Again):
+                self.xsub.send(message, NOBLOCK)
 
     def emissions(self) -> None:
         """Forward what the device published: its frames as they came."""
@@ -88,6 +93,9 @@ class SignalRelay:
             except zmq.Again:
                 return
             send_frames(self.xpub, frames, NOBLOCK)  # a subscriber that does not keep up loses it: it counts it missed
+            if frames[0].startswith(WELCOME_PREFIX):  # answered: the device need keep it no longer
+                with contextlib.suppress(zmq.Again):
+                    self.xsub.send(b"\x00" + frames[0], NOBLOCK)
 
     def close(self) -> None:
         self.xsub.close(linger=0)
