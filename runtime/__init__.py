@@ -6,7 +6,7 @@ knobs (``Heartbeat``, ``Limits``) and the CurveZMQ settings
 (``CurveServer``, ``CurveClient``, ``write_keypair``).
 """
 
-from runtime.bridge import Bridge
+from runtime.bridge import Bridge, BridgeUsage
 from runtime.client import (
     AsyncClient,
     AsyncProperty,
@@ -56,6 +56,7 @@ __all__ = [
     "AsyncStream",
     "AuthenticationFailed",
     "Bridge",
+    "BridgeUsage",
     "CallContext",
     "CallTimeout",
     "Cancelled",

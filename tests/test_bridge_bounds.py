@@ -119,9 +119,13 @@ def test_a_caller_holds_no_more_than_its_quota_while_the_device_is_away(
         assert sorted(refused) == [4, 5] and all(
             "calls of this connection" in r["b"]["message"] for r in refused.values()
         )
+        usage = bridge.usage("echo")
+        assert usage is not None and usage.held == 3
         with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
             answered = replies(peer, 3)
         assert {n: r["b"] for n, r in answered.items()} == {1: 1, 2: 2, 3: 3}
+        usage = bridge.usage("echo")
+        assert usage is not None and (usage.held, usage.in_flight) == (0, 0)
 
 
 def test_a_greedy_subscriber_on_b_never_reaches_the_device(

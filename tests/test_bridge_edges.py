@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -144,15 +145,21 @@ def test_curve_on_each_side_with_the_bridges_own_key_pair(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def bridged_echo(networks: Networks) -> Iterator[str]:
-    """An Echo bridged by a bridge that serves at most two connections to it; yields its address on B's side."""
+def bridge(networks: Networks) -> Iterator[Bridge]:
+    """An Echo bridged by a bridge that serves at most two connections to it."""
     with (
         Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT),
-        Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT, max_callers=2).running(),
+        Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT, max_callers=2).running() as running,
     ):
-        record = wait_for_name(networks.b, "echo")
-        assert record is not None
-        yield record.address
+        yield running
+
+
+@pytest.fixture
+def bridged_echo(networks: Networks, bridge: Bridge) -> str:
+    """The bridged Echo's address on B's side."""
+    record = wait_for_name(networks.b, "echo")
+    assert record is not None
+    return record.address
 
 
 def raw_exchange(address: str, frames: list[bytes]) -> list[bytes]:
@@ -175,7 +182,7 @@ def test_a_malformed_request_gets_an_error_reply_from_the_bridge(bridged_echo: s
     assert raw_exchange(bridged_echo, [b'{"v":1,"id":9,"k":"ping"}'])[0].startswith(b'{"v":1,"id":9,"k":"ok"')
 
 
-def test_callers_past_the_bound_are_refused(bridged_echo: str) -> None:
+def test_callers_past_the_bound_are_refused(bridge: Bridge, bridged_echo: str) -> None:
     with (
         EchoClient.connect(bridged_echo, timeout=5.0) as one,
         EchoClient.connect(bridged_echo, timeout=5.0) as two,
@@ -183,5 +190,21 @@ def test_callers_past_the_bound_are_refused(bridged_echo: str) -> None:
         assert (one.add(1, 1), two.add(2, 2)) == (2, 4)
         with pytest.raises(ProtocolError, match="connections"):
             EchoClient.connect(bridged_echo, timeout=5.0)
-    with EchoClient.connect(bridged_echo, timeout=5.0) as three:  # the others left: their places are free
+    eventually(lambda: _callers(bridge) == 0)  # the bridge saw them leave
+    with EchoClient.connect(bridged_echo, timeout=5.0) as three:  # their places are free
         assert three.add(3, 3) == 6
+
+
+def _callers(bridge: Bridge) -> int:
+    usage = bridge.usage("echo")
+    assert usage is not None
+    return usage.callers
+
+
+def eventually(what: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``what()`` holds, looking every 20 ms (the bridge hears of a connection that left from libzmq)."""
+    give_up = time.monotonic() + timeout
+    looked = threading.Event()
+    while not what():
+        assert time.monotonic() < give_up, "not within the time"
+        looked.wait(0.02)

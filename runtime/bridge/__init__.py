@@ -6,5 +6,6 @@ requests waiting while a device is away; ``loop`` the thread that owns every soc
 """
 
 from runtime.bridge.bridge import Bridge
+from runtime.bridge.usage import BridgeUsage
 
-__all__ = ["Bridge"]
+__all__ = ["Bridge", "BridgeUsage"]

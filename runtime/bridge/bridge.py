@@ -16,6 +16,7 @@ from typing import Any, Final
 from runtime.bridge.device import BridgedDevice
 from runtime.bridge.loop import Loop
 from runtime.bridge.options import DEFAULT_BIND, Options
+from runtime.bridge.usage import BridgeUsage
 from runtime.errors import ZidlError
 from runtime.protocol.wire import DEFAULT_LIMITS, Limits
 from runtime.registry.client import DeviceRecord, registry_address
@@ -100,6 +101,12 @@ class Bridge:
         """The bridged devices that are away now: their requests are held."""
         with self._changed:
             return {name for name, device in self._devices.items() if not device.present}
+
+    def usage(self, name: str) -> BridgeUsage | None:
+        """What the bridge holds for device ``name`` now; None when it is not bridged."""
+        with self._changed:
+            device = self._devices.get(name)
+        return device.usage() if device is not None else None
 
     def wait(self, name: str, *, present: bool = True, timeout: float = 5.0) -> bool:
         """Wait until device ``name`` is there behind the bridge (or, ``present=False``, away); False on timeout."""

@@ -28,7 +28,8 @@ from runtime.bridge.held import Held, HeldRequests
 from runtime.bridge.loop import Loop
 from runtime.bridge.options import Options
 from runtime.bridge.signals import SignalRelay
-from runtime.bridge.upstream import Control, Upstream
+from runtime.bridge.upstream import Control, Upstream, towards
+from runtime.bridge.usage import BridgeUsage
 from runtime.protocol.messages import BadRequest
 from runtime.protocol.names import CALL, CANCEL, ERR, HELLO, OK, PING
 from runtime.protocol.relay import (
@@ -51,7 +52,7 @@ from runtime.server.intake import configure, drop_rest
 from runtime.server.replies import Replies
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
-from runtime.transport.security import CurveClient, Grant
+from runtime.transport.security import Grant
 from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, recv_frames
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class BridgedDevice:
         self._on_registered = on_registered
         self._on_presence = on_presence
         self._what = f"bridged device {record.name}"
-        self._curve = self._towards(record)
+        self._curve = towards(record.public_key, options.registry_curve)
         self._interface: Interface | None = None
         self._oneway: frozenset[str] = frozenset()
         self._upstreams: dict[bytes, Upstream] = {}
@@ -128,7 +129,7 @@ class BridgedDevice:
         if not moved:
             return
         logger.info("%s: the device moved to %s", self._what, record.address)
-        self._curve = self._towards(record)
+        self._curve = towards(record.public_key, self._options.registry_curve)
         if self.present:
             self._away()
         self._control.move(record.address, self._curve)
@@ -157,6 +158,20 @@ class BridgedDevice:
         if self.leaving is not None:
             due = min(due, self.leaving - now)
         return max(0.0, due)
+
+    def usage(self) -> BridgeUsage:
+        """What the bridge holds for this device now (read from any thread: each count is read at once)."""
+        upstreams = list(self._upstreams.values())
+        return BridgeUsage(
+            self.present,
+            len(upstreams),
+            sum(len(upstream.awaiting) for upstream in upstreams),
+            len(self._held),
+            self._held.refused,
+            self._held.expired,
+            self._replies.unread,
+            self._replies.dropped,
+        )
 
     def close(self) -> None:
         """Leave B's side (unregistered there), closing every socket; what was held is dropped."""
@@ -378,9 +393,3 @@ class BridgedDevice:
     def _watch(self, sock: Socket, handler: Callable[[], None]) -> None:
         self._loop.watch(sock, handler)
         self._sockets.append(sock)
-
-    def _towards(self, record: DeviceRecord) -> CurveClient | None:
-        """How the bridge reaches the device: with its own key pair, when A's registry gives the device a key."""
-        if record.public_key is None:
-            return None
-        return (self._options.registry_curve or CurveClient(None)).towards(record.public_key)

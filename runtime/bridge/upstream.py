@@ -45,6 +45,14 @@ def _connect(sock: Socket, address: str, curve: CurveClient | None) -> None:
     sock.connect(address)
 
 
+def towards(public_key: str | None, curve: CurveClient | None) -> CurveClient | None:
+    """How the bridge reaches a device: with its own key pair (``curve``'s), when A's registry gives the device a
+    public key; in the clear otherwise."""
+    if public_key is None:
+        return None
+    return (curve or CurveClient(None)).towards(public_key)
+
+
 class Upstream:
     """One caller's connection to the device, and that caller's requests whose final reply has not come yet."""
 
