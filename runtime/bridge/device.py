@@ -111,8 +111,8 @@ class BridgedDevice:
             if self._grant is not None:
                 self._grant.close()
             raise
+        self._watch(self._callers.socket, self._dropped)  # before the ROUTER: see ``runtime.transport.callers``
         self._watch(router, self._requests)
-        self._watch(self._callers.socket, self._dropped)
         self._watch(self.signals.xpub, self.signals.subscriptions)
         self._watch(self.signals.xsub, self.signals.emissions)
         self._watch(self._control.socket, self._greeted)
@@ -256,7 +256,6 @@ class BridgedDevice:
 
     def _requests(self) -> None:
         """Read what B's side sent, its size checked frame by frame as a device's own intake does."""
-        self._dropped()  # first: a new caller on a reused file descriptor is never taken for a dropped one
         router, limits = self._router, self._options.limits
         for _ in range(_BATCH):
             try:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from zmq import zmq_poll
 
 from runtime.transport.sockets import Socket, Waker
 
@@ -29,22 +30,22 @@ class Loop:
     """The sockets of a bridge and the handlers of each, served by ``run`` on one thread."""
 
     def __init__(self) -> None:
-        self._poller = zmq.Poller()
-        self._handlers: dict[Any, Callable[[], None]] = {}
         self._waker = Waker()
+        self._items: list[tuple[Any, int]] = [(self._waker.fileno(), zmq.POLLIN)]
+        """What ``zmq_poll`` is handed, in the order sockets were watched: a turn handles them in that order."""
+        self._handlers: dict[Any, Callable[[], None]] = {}
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._poller.register(self._waker.fileno(), zmq.POLLIN)
         self.stopping = threading.Event()
 
     def watch(self, sock: Socket, handler: Callable[[], None]) -> None:
-        """Call ``handler`` whenever ``sock`` is readable (on the loop's thread)."""
-        self._poller.register(sock, zmq.POLLIN)
+        """Call ``handler`` whenever ``sock`` is readable (on the loop's thread), after those watched before it."""
+        self._items.append((sock, zmq.POLLIN))
         self._handlers[sock] = handler
 
     def unwatch(self, sock: Socket) -> None:
         """Forget ``sock``, before it is closed."""
         if self._handlers.pop(sock, None) is not None:
-            self._poller.unregister(sock)
+            self._items = [item for item in self._items if item[0] is not sock]
 
     def call_soon(self, call: Callable[[], None]) -> None:
         """Run ``call`` on the loop's thread (from any thread)."""
@@ -60,8 +61,8 @@ class Loop:
         waker = self._waker.fileno()
         while not self.stopping.is_set():
             due = self._safely(tick, time.monotonic())
-            timeout = None if due is None or math.isinf(due) else max(0, math.ceil(due * 1000))
-            for sock, _ in self._poller.poll(timeout):
+            timeout = -1 if due is None or math.isinf(due) else max(0, math.ceil(due * 1000))
+            for sock, _ in zmq_poll(self._items, timeout):
                 if sock == waker:
                     self._waker.drain()
                     while not self._calls.empty():
