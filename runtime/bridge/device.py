@@ -53,7 +53,7 @@ from runtime.server.replies import Replies
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
 from runtime.transport.security import Grant
-from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, recv_frames
+from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, readable, recv_frames
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class BridgedDevice:
         self.present = False
         logger.info("%s: the device went away; holding its requests", self._what)
         message = f"{self.name} went away (behind the bridge) while the call was in flight"
-        for upstream in self._upstreams.values():
+        for upstream in list(self._upstreams.values()):  # a reply that finds its caller gone forgets it
             for request_id in list(upstream.awaiting):
                 self._replies.send(upstream.caller, lost_reply(request_id, message))
             upstream.awaiting.clear()
@@ -257,11 +257,10 @@ class BridgedDevice:
     def _requests(self) -> None:
         """Read what B's side sent, its size checked frame by frame as a device's own intake does."""
         router, limits = self._router, self._options.limits
-        for _ in range(_BATCH):
-            try:
-                frame = router.recv(NOBLOCK, copy=False)
-            except zmq.Again:
+        for turn in range(_BATCH):  # the poll said one is waiting; more while more are (no zmq.Again to raise)
+            if turn and not readable(router):
                 return
+            frame = router.recv(NOBLOCK, copy=False)
             caller = frame.bytes
             if caller not in self._callers.sources:
                 self._callers.note(caller, frame)
@@ -361,11 +360,11 @@ class BridgedDevice:
         return upstream
 
     def _device_replies(self, upstream: Upstream) -> None:
-        for _ in range(_BATCH):
-            try:
-                frames = recv_frames(upstream.socket, flags=NOBLOCK)
-            except zmq.Again:
+        sock = upstream.socket
+        for turn in range(_BATCH):
+            if turn and not readable(sock):
                 return
+            frames = recv_frames(sock, flags=NOBLOCK)
             reply_id, kind = reply_head(frames[0])
             if kind in (OK, ERR) and upstream.answered(reply_id) == HELLO:
                 frames = hello_via(frames, self.signal_address)

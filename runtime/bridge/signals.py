@@ -26,7 +26,7 @@ import zmq
 
 from runtime.protocol.messages import WELCOME_PREFIX, topic
 from runtime.transport.security import CurveClient
-from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, recv_frames, send_frames
+from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, readable, recv_frames, send_frames
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +74,10 @@ class SignalRelay:
 
     def subscriptions(self) -> None:
         """Forward what B's side subscribes (or unsubscribes) that an emission can match or the device answers."""
-        for _ in range(_BATCH):
-            try:
-                message = self.xpub.recv(NOBLOCK)
-            except zmq.Again:
+        for turn in range(_BATCH):  # the poll said one is waiting; more while more are
+            if turn and not readable(self.xpub):
                 return
+            message = self.xpub.recv(NOBLOCK)
             subscribe, subject = message[:1] == b"\x01", message[1:]  # an XPUB reads only (un)subscriptions
             if subject not in self.topics and not (subscribe and subject.startswith(WELCOME_PREFIX)):
                 continue
@@ -87,11 +86,10 @@ class SignalRelay:
 
     def emissions(self) -> None:
         """Forward what the device published: its frames as they came."""
-        for _ in range(_BATCH):
-            try:
-                frames: list[Any] = recv_frames(self.xsub, flags=NOBLOCK)
-            except zmq.Again:
+        for turn in range(_BATCH):
+            if turn and not readable(self.xsub):
                 return
+            frames: list[Any] = recv_frames(self.xsub, flags=NOBLOCK)
             send_frames(self.xpub, frames, NOBLOCK)  # a subscriber that does not keep up loses it: it counts it missed
             if frames[0].startswith(WELCOME_PREFIX):  # answered: the device need keep it no longer
                 with contextlib.suppress(zmq.Again):
