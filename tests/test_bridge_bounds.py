@@ -10,58 +10,18 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import zmq
 from fixtures.bridging import BIND, BRIDGE_HEARTBEAT, Networks, networks, wait_for_name  # noqa: F401
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
+from fixtures.raw_peers import dealer, eventually, replies, request, sockets  # noqa: F401
 
 from runtime import Bridge, Limits
 
 LIMITS = Limits(max_bytes=1 << 20, max_header_bytes=8192, max_calls_per_caller=3)
-
-
-@pytest.fixture
-def sockets() -> Iterator[list[zmq.Socket[bytes]]]:
-    made: list[zmq.Socket[bytes]] = []
-    yield made
-    for sock in made:
-        sock.close(linger=0)
-
-
-def dealer(sockets: list[zmq.Socket[bytes]], address: str, kind: int = zmq.DEALER) -> zmq.Socket[bytes]:
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.connect(address)
-    sockets.append(sock)
-    return sock
-
-
-def request(request_id: int, kind: str, name: str | None, body: Any = None, **fields: Any) -> bytes:
-    return json.dumps({"v": 1, "id": request_id, "k": kind, "n": name, "b": body, **fields}).encode()
-
-
-def replies(sock: zmq.Socket[bytes], count: int) -> dict[Any, dict[str, Any]]:
-    got: dict[Any, dict[str, Any]] = {}
-    for _ in range(count):
-        assert sock.poll(10_000), f"{len(got)} of {count} replies came"
-        header = json.loads(sock.recv_multipart()[0])
-        got[header["id"]] = header
-    return got
-
-
-def eventually(what: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``what()`` holds, looking every 20 ms (the device lets go of a peer's records in its own threads)."""
-    give_up = time.monotonic() + timeout
-    looked = threading.Event()
-    while not what():
-        assert time.monotonic() < give_up, "not within the time"
-        looked.wait(0.02)
 
 
 @pytest.fixture

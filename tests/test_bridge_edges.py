@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import zmq
 from fixtures.bridging import BIND, BRIDGE_HEARTBEAT, Networks, networks, wait_for_name  # noqa: F401
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
+from fixtures.raw_peers import eventually
 from fixtures.stream_device import Streamer
 
 from runtime import AuthenticationFailed, Bridge, CurveClient, CurveServer, ProtocolError, Registry, write_keypair
@@ -199,12 +199,3 @@ def _callers(bridge: Bridge) -> int:
     usage = bridge.usage("echo")
     assert usage is not None
     return usage.callers
-
-
-def eventually(what: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``what()`` holds, looking every 20 ms (the bridge hears of a connection that left from libzmq)."""
-    give_up = time.monotonic() + timeout
-    looked = threading.Event()
-    while not what():
-        assert time.monotonic() < give_up, "not within the time"
-        looked.wait(0.02)

@@ -187,11 +187,13 @@ def _remove_etc(etc: Path, made_parent: bool) -> None:
             etc.parent.rmdir()  # the /etc/netns made here, unless a parallel run still uses it
 
 
-def _call_from_client_host(hosts: Hosts, name: str) -> dict[str, Any]:
+def _call_from_client_host(
+    hosts: Hosts, name: str, registry: str = REGISTRY_URL, *extra: str, timeout: float = CLIENT_TIMEOUT
+) -> dict[str, Any]:
     """Run the client on the client host: it waits for ``name``, looks it up, calls it; its JSON report."""
-    args = [str(FIXTURES / "three_hosts_client.py"), "--registry", REGISTRY_URL, "--name", name]
+    args = [str(FIXTURES / "three_hosts_client.py"), "--registry", registry, "--name", name, *extra]
     process = subprocess.Popen(
-        ["ip", "netns", "exec", hosts.client, sys.executable, "-P", *args, "--timeout", str(CLIENT_TIMEOUT)],
+        ["ip", "netns", "exec", hosts.client, sys.executable, "-P", *args, "--timeout", str(timeout)],
         cwd=ROOT,
         env=_env(),
         stdin=subprocess.DEVNULL,
@@ -200,7 +202,7 @@ def _call_from_client_host(hosts: Hosts, name: str) -> dict[str, Any]:
         text=True,
     )
     try:
-        out, err = process.communicate(timeout=PROCESS_TIMEOUT)
+        out, err = process.communicate(timeout=timeout + PROCESS_TIMEOUT - CLIENT_TIMEOUT)
     finally:
         _stop(process)
     lines = out.strip().splitlines()
@@ -323,21 +325,8 @@ def test_a_client_on_network_b_gets_an_image_from_a_camera_on_network_a_through_
     hosts.spawn(hosts.registry, camera, "camera.log", request.addfinalizer)
     bridge = ["-m", "runtime.tools.cli", "bridge", "--registry", REGISTRY_A, "--to", REGISTRY_B, "--bind", "tcp://*:0"]
     hosts.spawn(hosts.device, bridge, "bridge.log", request.addfinalizer)
-    args = [str(FIXTURES / "two_networks_client.py"), "--registry", REGISTRY_B, "--name", "cam1"]
-    process = subprocess.run(
-        ["ip", "netns", "exec", hosts.client, sys.executable, "-P", *args, "--timeout", str(BRIDGED_TIMEOUT)],
-        cwd=ROOT,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=BRIDGED_TIMEOUT + 10.0,
-        check=False,
-    )
-    lines = process.stdout.strip().splitlines()
-    assert lines, f"the client printed nothing (exit {process.returncode}):\n{process.stderr}\n{hosts.report()}"
-    report = json.loads(lines[-1])
-    assert process.returncode == 0 and "error" not in report, f"client: {report}\n{process.stderr}\n{hosts.report()}"
+    report = _call_from_client_host(hosts, "cam1", REGISTRY_B, "--camera", timeout=BRIDGED_TIMEOUT)
     host, port = _split(report["registered"])
     assert host == B_BRIDGE and port > 0, f"registered in B as {report['registered']}, not at the bridge's {B_BRIDGE}"
+    assert report["connected"] == report["registered"]
     assert report["size"] == 4 + 256 * 4096 and report["head"] == "ffd8ffe0"
