@@ -209,3 +209,23 @@ def test_devices_that_come_and_go_on_a_appear_and_disappear_on_b(networks: Netwo
                 assert other.add(1, 1) == 2
             assert "unbridged" not in {device.name for device in list_devices(registry=networks.b)}
         assert wait_for_name(networks.b, "other", gone=True) is None
+
+
+def test_a_device_restarted_on_its_own_port_behind_the_bridge_is_found_again(networks: Networks) -> None:
+    with Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT).running() as bridge:
+        first = Echo()
+        with first.running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT) as address:
+            assert wait_for_name(networks.b, "echo") is not None
+            client = EchoClient.lookup("echo", registry=networks.b, timeout=5.0, heartbeat=FAST_HEARTBEAT)
+            received = threading.Event()
+            client.tick.connect(lambda n, label: received.set())
+            assert client.add(1, 2) == 3
+        assert bridge.wait("echo", present=False)
+        second = Echo()
+        with client, second.running(address, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
+            assert client.add(2, 2) == 4
+            for _ in range(50):  # the bridge subscribes again at the new publisher's port
+                second.tick.emit(0, "again")
+                if received.wait(0.1):
+                    break
+            assert received.is_set()
