@@ -1,13 +1,15 @@
 """What the bridge costs: the same device called directly and through a bridge, in one run, as ratios.
 
-* small call p50 (aim: at most 1.6x direct, one more hop);
+* small call p50 (aim: at most 1.6x direct, one more hop), beside what a hop costs at the least: raw REQ/REP
+  through ``zmq.proxy`` against raw REQ/REP direct;
 * bytes of 1 MiB and 36 MiB and a 36 MiB ndarray returned by a call, MB/s (aim: 0.9x direct at 36 MiB);
 * signals: a burst to 10 subscribers through the bridge, against the device's own publisher to 10 (what the
   bridge costs) and to 1 (the aim: 0.9x, 0 lost; on one machine the 10 subscriber processes share a core).
 
-The device (``bench.servers.Bench``, registered in registry A) and the bridge (A to B)
-run in processes of their own on the server CPU, the clients on the client CPU
-(``bench.harness``); the bridged client finds the device by name in B. Repetitions of
+The device (``bench.servers.Bench``, registered in registry A) runs in a process of its
+own on the server CPU, the clients on the client CPU (``bench.harness``), and the
+bridge (A to B) in a process of its own on the client CPU (``ZIDL_BRIDGE_CPU=1``: the
+server's); the bridged client finds the device by name in B. Repetitions of
 the bridged and the direct client are taken in turns. Run:
 ``.venv/bin/python bench/bridge_bench.py`` (``--quick`` for fewer repetitions).
 """
@@ -25,16 +27,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import clients
+import zmq
+
+from bench import clients, servers
 from bench.generated.bench import BenchClient
-from bench.harness import CLIENT_CPU, SERVER_CPU, Clients, Figure, children, measure, server
+from bench.harness import CLIENT_CPU, Clients, Figure, children, measure, server
 from bench.run import IMAGE, MIB, Row, burst, compared, key, machine, table
 from bench.servers import Bench
 from runtime import Bridge, Registry, lookup_device
 
 BIND = "tcp://127.0.0.1:0"
 SUBSCRIBERS = 10
-BRIDGE_CPU = int(os.environ.get("ZIDL_BRIDGE_CPU", SERVER_CPU))
+BRIDGE_CPU = int(os.environ.get("ZIDL_BRIDGE_CPU", CLIENT_CPU))
+"""The bridge's CPU: beside the clients, which wait while it works (on a third host it would have its own)."""
 
 
 def device(link: Connection, address: str, registry: str) -> None:
@@ -42,6 +47,16 @@ def device(link: Connection, address: str, registry: str) -> None:
     with Bench().running(address, registry=registry, name="bench") as bound:
         link.send(bound)
         link.recv()
+
+
+def raw_proxy(link: Connection, upstream: str) -> None:
+    """What a hop costs at the least: ``zmq.proxy`` (libzmq's own loop, in C) from a ROUTER to a DEALER."""
+    context = zmq.Context.instance()
+    front, back = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
+    front.bind(BIND)
+    back.connect(upstream)
+    link.send(front.getsockopt_string(zmq.LAST_ENDPOINT))
+    zmq.proxy(front, back)
 
 
 def bridge(link: Connection, registry: str, to: str) -> None:
@@ -66,7 +81,17 @@ def bridged() -> Iterator[tuple[str, str]]:
 
 def rows(reps: int, calls: int, volume: int, events: int) -> list[Row]:
     sizes = [MIB, IMAGE]
-    with bridged() as (direct, through):
+    with (
+        server(servers.rep_server, BIND) as rep,
+        children(raw_proxy, (rep,), cpu=BRIDGE_CPU) as (proxy,),
+        bridged() as (direct, through),
+    ):
+        raw, raw_direct = (
+            {"tcp": figures}
+            for figures in measure(
+                [Clients(clients.raw_small, (proxy.receive(), calls)), Clients(clients.raw_small, (rep, calls))], reps
+            )
+        )
         small, small_direct, data, data_direct, arrays, arrays_direct = (
             {"tcp": figures}
             for figures in measure(
@@ -95,6 +120,7 @@ def rows(reps: int, calls: int, volume: int, events: int) -> list[Row]:
         return lambda reps: [rep[size] for rep in reps]
 
     return [
+        compared("zmq.proxy: raw small call p50", "µs", "raw REQ/REP, direct", raw, raw_direct, key("p50_us")),
         compared("bridged: small call p50", "µs", base, small, small_direct, key("p50_us")),
         compared("bridged: small call p99", "µs", base, small, small_direct, key("p99_us")),
         compared("bridged: bytes 1 MiB", "MB/s", base, data, data_direct, at(MIB)),
@@ -139,7 +165,7 @@ def main() -> None:
         f"\n{about['cpu']}, {about['cores']} cores, {about['system']}, Python {about['python']}, "
         f"pyzmq {about['pyzmq']}, libzmq {about['libzmq']}, {about['date']}, {time.monotonic() - started:.0f} s"
     )
-    print(f"Placement: {about['pinning']}; the bridge on the server CPU. Medians of {reps} repetitions.\n")
+    print(f"Placement: {about['pinning']}; the bridge on CPU {BRIDGE_CPU}. Medians of {reps} repetitions.\n")
     print(table(measured, ["tcp"]))
 
 
