@@ -2,7 +2,8 @@
 
 * small call p50 (aim: at most 1.6x direct, one more hop), beside what a hop costs at the least: raw REQ/REP
   through ``zmq.proxy`` against raw REQ/REP direct;
-* bytes of 1 MiB and 36 MiB and a 36 MiB ndarray returned by a call, MB/s (aim: 0.9x direct at 36 MiB);
+* bytes of 1 MiB and 36 MiB and a 36 MiB ndarray returned by a call, MB/s (aim: 0.9x direct at 36 MiB), and a
+  stream of 36 MiB ndarray items, whose items are in flight together;
 * signals: a burst to 10 subscribers through the bridge, against the device's own publisher to 10 (what the
   bridge costs) and to 1 (the aim: 0.9x, 0 lost; on one machine the 10 subscriber processes share a core).
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zmq
 
-from bench import clients, servers
+from bench import clients, servers, streams
 from bench.generated.bench import BenchClient
 from bench.harness import CLIENT_CPU, Clients, Figure, children, measure, server
 from bench.run import IMAGE, MIB, Row, burst, compared, key, machine, table
@@ -38,6 +39,9 @@ from runtime import Bridge, Registry, lookup_device
 
 BIND = "tcp://127.0.0.1:0"
 SUBSCRIBERS = 10
+SHAPE = [3040, 4056, 3]
+STREAMED = 12
+"""36 MiB items of one repetition of the stream: items are in flight together (the credit window), calls are not."""
 BRIDGE_CPU = int(os.environ.get("ZIDL_BRIDGE_CPU", CLIENT_CPU))
 """The bridge's CPU: beside the clients, which wait while it works (on a third host it would have its own)."""
 
@@ -92,7 +96,7 @@ def rows(reps: int, calls: int, volume: int, events: int) -> list[Row]:
                 [Clients(clients.raw_small, (proxy.receive(), calls)), Clients(clients.raw_small, (rep, calls))], reps
             )
         )
-        small, small_direct, data, data_direct, arrays, arrays_direct = (
+        small, small_direct, data, data_direct, arrays, arrays_direct, items, items_direct = (
             {"tcp": figures}
             for figures in measure(
                 [
@@ -102,6 +106,8 @@ def rows(reps: int, calls: int, volume: int, events: int) -> list[Row]:
                     Clients(clients.zidl_bytes, (direct, sizes, volume)),
                     Clients(clients.zidl_array, (through, [IMAGE], volume)),
                     Clients(clients.zidl_array, (direct, [IMAGE], volume)),
+                    Clients(streams.zidl_array_stream, (through, SHAPE, STREAMED)),
+                    Clients(streams.zidl_array_stream, (direct, SHAPE, STREAMED)),
                 ],
                 reps,
             )
@@ -126,6 +132,7 @@ def rows(reps: int, calls: int, volume: int, events: int) -> list[Row]:
         compared("bridged: bytes 1 MiB", "MB/s", base, data, data_direct, at(MIB)),
         compared("bridged: bytes 36 MiB (4056x3040x3)", "MB/s", base, data, data_direct, at(IMAGE)),
         compared("bridged: ndarray 36 MiB (4056x3040x3)", "MB/s", base, arrays, arrays_direct, at(IMAGE)),
+        compared("bridged: stream of 36 MiB ndarray items", "MB/s", base, items, items_direct, key("per_s")),
         *(
             row
             for baseline, direct_signals in (
