@@ -30,6 +30,7 @@ from runtime.bridge.options import Options
 from runtime.bridge.signals import SignalRelay
 from runtime.bridge.upstream import Control, Upstream, towards
 from runtime.bridge.usage import BridgeUsage
+from runtime.errors import ZidlError
 from runtime.protocol.messages import BadRequest
 from runtime.protocol.names import CALL, CANCEL, ERR, HELLO, OK, PING
 from runtime.protocol.relay import (
@@ -345,16 +346,18 @@ class BridgedDevice:
 
     def _upstream(self, caller: bytes, head: Head) -> Upstream | None:
         """``caller``'s connection to the device, made for a new caller; None (refused) past ``max_callers``."""
-        upstream = self._upstreams.get(caller)
-        if upstream is not None:
-            return upstream
-        if len(self._upstreams) >= self._options.max_callers:
-            message = f"the bridge serves {self._options.max_callers} connections to {self.name} already"
-            logger.warning("%s: refused a new caller: %s", self._what, message)
+        known = self._upstreams.get(caller)
+        if known is not None:
+            return known
+        try:
+            if len(self._upstreams) >= self._options.max_callers:
+                raise ZidlError(f"the bridge serves {self._options.max_callers} connections to {self.name} already")
+            upstream = Upstream(caller, self._control.address, self._curve, self._options.heartbeat)
+        except ZidlError as exc:  # past the bound, or out of sockets or files
+            logger.warning("%s: refused a new caller: %s", self._what, exc)
             if head.kind in AWAITED:
-                self._replies.send(caller, refusal(head.request_id, message))
+                self._replies.send(caller, refusal(head.request_id, str(exc)))
             return None
-        upstream = Upstream(caller, self._control.address, self._curve, self._options.heartbeat)
         self._upstreams[caller] = upstream
         self._watch(upstream.socket, lambda: self._device_replies(upstream))
         return upstream

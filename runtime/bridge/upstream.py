@@ -31,7 +31,7 @@ from runtime.schema.interface import Interface
 from runtime.transport.addresses import substitute_host
 from runtime.transport.monitor import Monitor
 from runtime.transport.security import CurveClient
-from runtime.transport.sockets import NOBLOCK, Heartbeat, Socket, make_socket, recv_frames, send_frames
+from runtime.transport.sockets import NOBLOCK, Heartbeat, Socket, make_socket, recv_frames, send_frames, zmq_errors
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +40,10 @@ _HELLO_TIMEOUT: Final = 5.0
 
 
 def _connect(sock: Socket, address: str, curve: CurveClient | None) -> None:
-    if curve is not None:
-        curve.apply(sock)
-    sock.connect(address)
+    with zmq_errors(f"connecting to the device at {address}"):
+        if curve is not None:
+            curve.apply(sock)
+        sock.connect(address)
 
 
 def towards(public_key: str | None, curve: CurveClient | None) -> CurveClient | None:
