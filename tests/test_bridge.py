@@ -201,3 +201,19 @@ def test_a_call_cancelled_on_bs_side_is_cancelled_on_the_device(
 
     asyncio.run(main())
     assert streamer.hold_saw_cancelled.wait(5.0)
+
+
+def test_many_callers_at_once_each_get_their_own_replies(client: EchoClient) -> None:
+    wrong: list[tuple[int, int, int]] = []
+
+    def calls(thread: int) -> None:  # each thread of a blocking client has a connection of its own
+        for n in range(100):
+            if (got := client.add(n, thread * 1000)) != n + thread * 1000:
+                wrong.append((thread, n, got))
+
+    threads = [threading.Thread(target=calls, args=(thread,)) for thread in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30.0)
+    assert wrong == [] and not any(thread.is_alive() for thread in threads)
