@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from runtime.errors import ZidlError
-from runtime.tools import devices
+from runtime.tools import bridging, devices
 from runtime.tools.terminal import printable
 
 Command = Callable[[argparse.Namespace], int]
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register(commands)
     devices.register(commands)
+    bridging.register(commands)
     return parser
 
 
