@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
+from zidl_devices.controller import ControllerClient, ScanSummary
 
-from generated.controller import ControllerClient, ScanSummary
 from runtime import ZidlError, list_devices
 
 HERE = Path(__file__).parent

@@ -24,9 +24,9 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 from scene import render
+from zidl_devices.camera import CameraBusy, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
+from zidl_devices.cnc import CncClient
 
-from generated.camera import CameraBusy, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
-from generated.cnc import CncClient
 from runtime import NDArray, ZidlError
 
 log = logging.getLogger("dummy_camera")

@@ -13,7 +13,8 @@ import math
 import threading
 import time
 
-from generated.cnc import CncServer, OutOfReach, Position
+from zidl_devices.cnc import CncServer, OutOfReach, Position
+
 from runtime import current_call
 
 log = logging.getLogger("dummy_cnc")

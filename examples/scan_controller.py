@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from generated.camera import AsyncCameraClient, Encoding, GetImageResult
-from generated.cnc import AsyncCncClient
-from generated.controller import ControllerServer, NotReady, ScanProgress, ScanSummary
+from zidl_devices.camera import AsyncCameraClient, Encoding, GetImageResult
+from zidl_devices.cnc import AsyncCncClient
+from zidl_devices.controller import ControllerServer, NotReady, ScanProgress, ScanSummary
+
 from runtime import DeviceRecord, ZidlError, current_call, watch
 
 log = logging.getLogger("scan_controller")

@@ -18,9 +18,9 @@ import pytest
 from fixtures.still_stage import StillStage
 from fixtures.stream_device import Streamer
 from fixtures.stream_fixtures import stream_address, streamer  # noqa: F401
+from zidl_devices.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
 
 from codegen.load import load_interfaces
-from generated.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
 from runtime import CurveClient, CurveServer, NDArray, Registry
 
 ZIDL = str(Path(sys.executable).parent / "zidl")

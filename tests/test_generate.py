@@ -165,7 +165,7 @@ def test_imports_generate_into_a_users_own_package(tmp_path: Path) -> None:
 
 
 def test_generated_models_enforce_the_idl_constraints() -> None:
-    from generated.camera import Encoding, ImageInfo
+    from zidl_devices.camera import Encoding, ImageInfo
 
     ImageInfo(encoding=Encoding.png, rotation=90, shape=(1, 2, 3))
     with pytest.raises(ValidationError):
@@ -175,7 +175,7 @@ def test_generated_models_enforce_the_idl_constraints() -> None:
 
 
 def test_generated_defaults_come_from_the_idl() -> None:
-    from generated.camera import INTERFACE, CameraClient
+    from zidl_devices.camera import INTERFACE, CameraClient
 
     assert INTERFACE.find_property("resolution") is not None
     assert CameraClient.get_image.__defaults__ == (False,)

@@ -18,9 +18,8 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 from demo import Rig, free_port, running_rig, scan  # noqa: E402
 from dummy_cnc import DummyCnc  # noqa: E402
-
-from generated.cnc import AsyncCncClient, CncClient  # noqa: E402
-from generated.controller import ControllerClient, ScanProgress, ScanSummary  # noqa: E402
+from zidl_devices.cnc import AsyncCncClient, CncClient  # noqa: E402
+from zidl_devices.controller import ControllerClient, ScanProgress, ScanSummary  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 METADATA_KEYS = {"position", "camera", "resolution", "encoding", "rotation", "config", "time"}
