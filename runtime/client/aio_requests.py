@@ -245,6 +245,8 @@ class AsyncRequests(ClientCore[SignalT]):
         try:
             async with asyncio.timeout_at(deadline):
                 await self._send_when_connected(frames, reply, kind)
+        except CallTimeout:  # nothing listens there (``_watch``): not the deadline's
+            raise
         except TimeoutError:
             where = self._where(kind, name)
             raise CallTimeout(f"{where}: {self._address} could not be reached within {timeout} s") from None
@@ -347,6 +349,10 @@ class AsyncRequests(ClientCore[SignalT]):
                 self._fail_all(
                     functools.partial(AuthenticationFailed, f"{self._what()}: {refused}"), in_flight_only=False
                 )
+            elif event["event"] == zmq.EVENT_CONNECT_RETRIED:
+                unreachable = self._refused(HELLO, self._locate is not None)  # before the first handshake: the hello
+                if unreachable is not None:
+                    self._fail_all(functools.partial(CallTimeout, unreachable), in_flight_only=False)
             elif event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._reconnected.set()
             elif event["event"] == zmq.EVENT_DISCONNECTED:

@@ -354,6 +354,9 @@ class BlockingRequests(ClientCore[SignalT]):
             connection.monitor.drain()
             if connection.monitor.refused is not None:
                 raise AuthenticationFailed(f"{where}: {connection.address}: {connection.monitor.refused}")
+            refused = self._refused(kind, self._locate is not None) if connection.monitor.unanswered else None
+            if refused is not None:
+                raise CallTimeout(refused)
             if connection.closed:
                 raise ClientClosed(f"{where}: the client was closed during the call")
             if connection.address != self._address:

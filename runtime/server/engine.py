@@ -22,11 +22,11 @@ from zmq import zmq_poll
 from runtime.registry.registration import Registration
 from runtime.schema.interface import Interface
 from runtime.server.runners import Call
-from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
 from runtime.transport.security import CurveClient, CurveServer, Grant
 from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, send_frames, zmq_errors
+from runtime.transport.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,12 @@ class Engine:
     """Set by ``start``."""
 
     def __init__(
-        self, interface: Interface, address: str, heartbeat: Heartbeat, curve: CurveServer | None = None
+        self,
+        interface: Interface,
+        address: str,
+        heartbeat: Heartbeat,
+        curve: CurveServer | None = None,
+        signals_bind: str | None = None,
     ) -> None:
         self.interface = interface
         self.curve = curve
@@ -109,7 +114,7 @@ class Engine:
                 if curve is not None:
                     self.grant = curve.secure(self.router, self.xpub)
             self.address = bind(self.router, address)
-            self.pub_address = bind(self.xpub, beside(self.address, ".signals"))
+            self.pub_address = bind(self.xpub, signals_bind or beside(self.address, ".signals"))
             self.callers = Callers(self.router)
         except BaseException:
             self.router.close(linger=0)
