@@ -145,12 +145,21 @@ class DummyCamera(CameraServer):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="A dummy camera.")
-    parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
+    parser.add_argument(
+        "--bind",
+        default="tcp://127.0.0.1:0",
+        help="address to serve on (default tcp://127.0.0.1:0; tcp://*:5600 for others)",
+    )
+    parser.add_argument(
+        "--signals-bind", default=None, metavar="ADDRESS", help="address to publish signals on (default: a free port)"
+    )
     parser.add_argument("--name", default="camera", help="name to register under (default camera)")
     parser.add_argument(
         "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
     )
-    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
+    parser.add_argument(
+        "--advertise", default=None, metavar="HOST", help="host or IP other computers reach this one at"
+    )
     parser.add_argument("--stage", default="stage", help="the stage to follow (default stage); '' follows none")
     parser.add_argument(
         "--images", type=Path, default=os.environ.get("ZIDL_CAMERA_IMAGES"), help="serve these images, cycling"
@@ -168,7 +177,9 @@ def main() -> None:
     )
     if args.stage and args.images is None:
         camera.follow_stage(args.stage, args.registry)
-    camera.serve(args.bind, registry=args.registry, name=args.name, advertise=args.advertise)
+    camera.serve(
+        args.bind, registry=args.registry, name=args.name, advertise=args.advertise, signals_bind=args.signals_bind
+    )
 
 
 if __name__ == "__main__":

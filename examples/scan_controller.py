@@ -246,17 +246,26 @@ class ScanController(ControllerServer):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="The scan controller.")
-    parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
+    parser.add_argument(
+        "--bind",
+        default="tcp://127.0.0.1:0",
+        help="address to serve on (default tcp://127.0.0.1:0; tcp://*:5600 for others)",
+    )
+    parser.add_argument(
+        "--signals-bind", default=None, metavar="ADDRESS", help="address to publish signals on (default: a free port)"
+    )
     parser.add_argument("--name", default="controller", help="name to register under (default controller)")
     parser.add_argument(
         "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
     )
-    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
+    parser.add_argument(
+        "--advertise", default=None, metavar="HOST", help="host or IP other computers reach this one at"
+    )
     parser.add_argument("--stage", default="stage", help="the stage to drive (default stage)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ScanController(registry=args.registry, stage=args.stage).serve(
-        args.bind, registry=args.registry, name=args.name, advertise=args.advertise
+        args.bind, registry=args.registry, name=args.name, advertise=args.advertise, signals_bind=args.signals_bind
     )
 
 

@@ -14,11 +14,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pytest
 from fixtures.echo_device import Echo
+from fixtures.lines import first_line
 from fixtures.still_stage import StillStage
 from fixtures.stream_device import Streamer
 from fixtures.stream_fixtures import stream_address, streamer  # noqa: F401
@@ -180,7 +180,7 @@ def test_registry_says_where_it_serves_as_it_starts(tmp_path: Path) -> None:
     registry = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         assert registry.stderr is not None
-        line = _first_line(registry.stderr)
+        line = first_line(registry.stderr)
         assert re.fullmatch(
             rf"zidl: registry serving at tcp://127\.0\.0\.1:\d+, events at {events}, heartbeats at {heartbeats}\n", line
         )
@@ -191,13 +191,6 @@ def test_registry_says_where_it_serves_as_it_starts(tmp_path: Path) -> None:
     finally:
         registry.terminate()
         registry.wait(timeout=10.0)
-
-
-def _first_line(stream: IO[str]) -> str:
-    """The first line of ``stream``, read on a thread of its own so that a silent process fails the test in 10 s."""
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
-    return lines.get(timeout=10.0)
 
 
 def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
