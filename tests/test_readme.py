@@ -158,3 +158,23 @@ def test_a_zidl_command_line_in_the_readme_is_one_zidl_takes(line: int, args: li
         build_parser().parse_args(args)
     except SystemExit as exc:
         pytest.fail(f"README.md:{line}: zidl {shlex.join(args)} is refused ({exc})")
+
+
+def _section(title: str) -> str:
+    start = README.index(f"\n## {title}\n")
+    return README[start : README.index("\n## ", start + 1)]
+
+
+def test_the_command_line_section_names_every_command_and_option() -> None:
+    section = _section("Command line")
+    commands = next(action for action in build_parser()._actions if action.dest == "command")
+    assert isinstance(commands.choices, dict)
+    missing = []
+    for name, parser in commands.choices.items():
+        if f"`zidl {name}" not in section:
+            missing.append(f"zidl {name}")
+        for action in parser._actions:
+            named = [f"`{option}" in section or f"[{option}" in section for option in action.option_strings]
+            if action.option_strings and "--help" not in action.option_strings and not any(named):
+                missing.append(f"zidl {name} {action.option_strings[-1]}")
+    assert missing == []
