@@ -289,9 +289,9 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
         return substitute_host(signals, self._address)
 
     def _refused(self, kind: str, by_name: bool) -> str | None:
-        """Why a request ends at once, with ``CallTimeout``, when its connection is refused (nothing listens at
-        the address): only the first handshake of a client connected by address. A device found by name, or
-        one that answered before, is waited for, as it may be restarting."""
+        """Why a request that cannot be sent ends at once, with ``CallTimeout``, when nothing listens at the
+        address (the driver asks ``nothing_listens``): only the first handshake of a client connected by address.
+        A device found by name, or one that answered before, is waited for, as it may be restarting."""
         if kind != HELLO or by_name or self._greeted_once:
             return None
         return f"{self._what()}: nothing listens at {self._address} (connection refused)"

@@ -12,7 +12,6 @@ from runtime.transport.sockets import Socket, readable, zmq_errors
 
 MONITOR_EVENTS: Final = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_CONNECT_RETRIED
     | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -45,8 +44,6 @@ class Monitor:
         """The last connection dropped and no new one is up yet: a message sent now may go down with the old one."""
         self.refused: str | None = None
         """Why the last security handshake failed, until one succeeds."""
-        self.unanswered = False
-        """A connection attempt failed (nothing listens there) since the last handshake that succeeded."""
 
     def drain(self) -> bool:
         """Read every pending event; True when a disconnect was among them (cheap when there is none)."""
@@ -67,9 +64,6 @@ class Monitor:
                 self.connected = True
                 self.dropped = False
                 self.refused = None
-                self.unanswered = False
-            elif event == zmq.EVENT_CONNECT_RETRIED:
-                self.unanswered = True
             else:
                 self.refused = handshake_failure(event, message["value"]) or self.refused
 
