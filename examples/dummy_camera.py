@@ -9,7 +9,6 @@ By default it follows the stage named by `--stage` through the registry (its
 
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
 import logging
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
+from device_options import device_parser, serving
 from PIL import Image
 from scene import render
 from zidl_devices.camera import CameraBusy, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
@@ -144,22 +144,7 @@ class DummyCamera(CameraServer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A dummy camera.")
-    parser.add_argument(
-        "--bind",
-        default="tcp://127.0.0.1:0",
-        help="address to serve on (default tcp://127.0.0.1:0; tcp://*:5600 for others)",
-    )
-    parser.add_argument(
-        "--signals-bind", default=None, metavar="ADDRESS", help="address to publish signals on (default: a free port)"
-    )
-    parser.add_argument("--name", default="camera", help="name to register under (default camera)")
-    parser.add_argument(
-        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
-    )
-    parser.add_argument(
-        "--advertise", default=None, metavar="HOST", help="host or IP other computers reach this one at"
-    )
+    parser = device_parser("A dummy camera.", "camera")
     parser.add_argument("--stage", default="stage", help="the stage to follow (default stage); '' follows none")
     parser.add_argument(
         "--images", type=Path, default=os.environ.get("ZIDL_CAMERA_IMAGES"), help="serve these images, cycling"
@@ -177,9 +162,7 @@ def main() -> None:
     )
     if args.stage and args.images is None:
         camera.follow_stage(args.stage, args.registry)
-    camera.serve(
-        args.bind, registry=args.registry, name=args.name, advertise=args.advertise, signals_bind=args.signals_bind
-    )
+    camera.serve(args.bind, **serving(args))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ python examples/dummy_cnc.py --name stage --registry tcp://127.0.0.1:5555
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import threading
 import time
 
+from device_options import device_parser, serving
 from zidl_devices.cnc import CncServer, OutOfReach, Position
 
 from runtime import current_call
@@ -77,28 +77,11 @@ class DummyCnc(CncServer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A dummy motion stage.")
-    parser.add_argument(
-        "--bind",
-        default="tcp://127.0.0.1:0",
-        help="address to serve on (default tcp://127.0.0.1:0; tcp://*:5600 for others)",
-    )
-    parser.add_argument(
-        "--signals-bind", default=None, metavar="ADDRESS", help="address to publish signals on (default: a free port)"
-    )
-    parser.add_argument("--name", default="stage", help="name to register under (default stage)")
-    parser.add_argument(
-        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
-    )
-    parser.add_argument(
-        "--advertise", default=None, metavar="HOST", help="host or IP other computers reach this one at"
-    )
+    parser = device_parser("A dummy motion stage.", "stage")
     parser.add_argument("--speed", type=float, default=400.0, help="mm per second (default 400)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    DummyCnc(speed=args.speed).serve(
-        args.bind, registry=args.registry, name=args.name, advertise=args.advertise, signals_bind=args.signals_bind
-    )
+    DummyCnc(speed=args.speed).serve(args.bind, **serving(args))
 
 
 if __name__ == "__main__":
