@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -37,6 +38,8 @@ def constraint_problems(what: str, expr: TypeExpr | None, constraints: Mapping[s
             problems.append(
                 (name, f"constraint '{name}' does not apply to type {expr} of {what}; '{name}' is for {described}")
             )
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append((name, f"'{name}' of {what} must be a finite number, not {value}"))
         elif name in ("min_length", "max_length") and value < 0:
             problems.append((name, f"'{name}' of {what} must be 0 or more, not {value}"))
         elif name == "multiple_of" and value <= 0:

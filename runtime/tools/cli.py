@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 
 from runtime.errors import RemoteError, ZidlError
 from runtime.tools import devices
+from runtime.tools.terminal import printable
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -42,7 +43,7 @@ def describe_error(exc: ZidlError | ValidationError, args: argparse.Namespace) -
         what = "value" if args.command == "set" else "argument"
         return f"{_subject(args)}: invalid {what}: {problems}"
     if isinstance(exc, RemoteError):  # declared or not, the remote exception's type comes first
-        text = f"{exc.type}: {exc.message}" if exc.message else exc.type
+        text = f"{exc.type}: {exc.message.splitlines()[0]}" if exc.message else exc.type  # one line: the first
         fields = ", ".join(f"{name}={_shown(value)}" for name, value in exc.fields.items())
         return f"{_subject(args)}: {text}" + (f" ({fields})" if fields else "")
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -72,13 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except devices.UsageError as exc:
-        print(f"zidl: {exc}", file=sys.stderr)
+        print(printable(f"zidl: {exc}"), file=sys.stderr)
         return 1
-    except (ZidlError, ValidationError) as exc:
-        print(f"zidl: {describe_error(exc, args)}", file=sys.stderr)
+    except (ZidlError, ValidationError) as exc:  # a remote error's message is the device's own text
+        print(printable(f"zidl: {describe_error(exc, args)}"), file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:  # a key file that is missing or not a key, a folder that cannot be read
-        print(f"zidl: {exc}", file=sys.stderr)
+        print(printable(f"zidl: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
