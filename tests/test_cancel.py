@@ -337,3 +337,19 @@ def test_a_finished_stream_cancelled_late_keeps_its_final_value(device: Streamer
     assert list(steps) == [Step(done=1, total=2), Step(done=2, total=2)]
     steps.cancel()
     assert steps.result() == Summary(steps=2, label="done")
+
+
+def test_a_serial_stream_whose_caller_leaves_as_it_opens_leaves_the_device_serving(
+    stream_address: str, streamer: Streamer, device: StreamerClient
+) -> None:
+    """The device sends the stream's items at once, inline, while its caller's connection closes: a send that finds
+    the caller gone lets go of it between two messages, never under the stream's own lock."""
+    context = zmq.Context.instance()
+    for request_id in range(20):
+        leaving: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+        leaving.connect(stream_address)
+        leaving.send_multipart(stream_request(request_id, "serial_ticks", None, 64, {}))
+        leaving.close(linger=1000)  # the request goes out, then the connection closes
+        assert device.echo(request_id) == request_id  # the device still answers, between the streams too
+    runs = streamer.runs.get("serial_ticks", [])
+    assert runs and all(run.closed.wait(5.0) for run in runs)  # each stream was cancelled as its caller left

@@ -141,6 +141,8 @@ def test_registry_killed_and_restarted_has_every_device_back_within_two_heartbea
     address = f"tcp://127.0.0.1:{_free_port()}"
     registry_script = "import sys; from runtime import Registry; Registry().serve(sys.argv[1])"
     first = processes.start("-c", registry_script, address)
+    with RegistryClient(address, timeout=10.0) as directory:
+        directory.request("ping")  # the registry is up before the devices register
     names = [f"echo-{n}" for n in range(3)]
     with contextlib.ExitStack() as servers:
         for name in names:

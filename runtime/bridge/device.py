@@ -3,9 +3,8 @@
 A request from B's side is read as far as its header (kind, id, timeout) and sent on
 as the frames it came in, on the caller's own connection to the device
 (``runtime.bridge.upstream``); the reply comes back the same way. Only the reply to a
-``hello`` is rewritten, to name the bridge's signal publisher; a request the bridge
-held has its ``t`` cut to what is left. The bridge answers a registry's ``ping``
-itself: it holds the name on B's side.
+``hello`` is rewritten, to name the bridge's signal publisher; a request the bridge held
+has its ``t`` cut to what is left. It answers a registry's ``ping``: it holds the name.
 
 While the device is away (its connection is down, or it is restarting) requests are
 held (``runtime.bridge.held``); the calls in flight when it went are answered with a
@@ -98,7 +97,7 @@ class BridgedDevice:
         router = self._router = make_socket(zmq.ROUTER, options.heartbeat)
         self.signals = SignalRelay(make_socket(zmq.XPUB), self._what)
         try:
-            self._replies = Replies(router, options.limits, self._gone)  # ROUTER_MANDATORY, unread replies bounded
+            self._replies = Replies(router, options.limits)  # ROUTER_MANDATORY, unread replies bounded
             configure(router, options.limits)
             if options.curve is not None:
                 self._grant = options.curve.secure(router, self.signals.xpub)
@@ -249,7 +248,7 @@ class BridgedDevice:
         message = f"{self.name} went away (behind the bridge) while the call was in flight"
         for upstream in list(self._upstreams.values()):  # a reply that finds its caller gone forgets it
             for request_id in list(upstream.awaiting):
-                self._replies.send(upstream.caller, lost_reply(request_id, message))
+                self._reply(upstream.caller, lost_reply(request_id, message))
             upstream.awaiting.clear()
         self._on_presence()
 
@@ -284,27 +283,27 @@ class BridgedDevice:
                 self._request(caller, message)
 
     def _refuse(self, caller: bytes, header: Any, why: str) -> None:
-        self._replies.send(caller, refusal(request_id_of(header), f"{self._what}: {why}"))
+        self._reply(caller, refusal(request_id_of(header), f"{self._what}: {why}"))
 
     def _request(self, caller: bytes, frames: list[Any]) -> None:
         try:
             head = read_head(frames, self._options.limits)
         except BadRequest as exc:
-            self._replies.send(caller, refusal(exc.request_id, f"{self._what}: {exc}"))
+            self._reply(caller, refusal(exc.request_id, f"{self._what}: {exc}"))
             return
         if head.kind == PING:
-            self._replies.send(caller, alive_reply(head.request_id))
+            self._reply(caller, alive_reply(head.request_id))
             return
         if head.kind == CANCEL and len(self._held):
             held = self._held.cancel(caller, head.request_id)
             if held is not None:
                 if held.head.kind in AWAITED and not held.oneway:
                     message = f"{head.name or held.head.name} was cancelled by its caller before it reached {self.name}"
-                    self._replies.send(caller, cancelled_reply(held.head.request_id, message))
+                    self._reply(caller, cancelled_reply(held.head.request_id, message))
                 return
         if head.kind in AWAITED and self._calls_of(caller) >= self._options.limits.max_calls_per_caller:
             most = self._options.limits.max_calls_per_caller
-            self._replies.send(caller, refusal(head.request_id, f"{self._what}: {most} calls of this connection wait"))
+            self._reply(caller, refusal(head.request_id, f"{self._what}: {most} calls of this connection wait"))
             return
         if self.present and not len(self._held):
             upstream = self._upstream(caller, head)
@@ -324,7 +323,7 @@ class BridgedDevice:
             self.due = 0.0
         elif head.kind in AWAITED and not oneway:
             message = f"{self.name} is away and the bridge holds as many requests for it as it may"
-            self._replies.send(caller, lost_reply(head.request_id, message))
+            self._reply(caller, lost_reply(head.request_id, message))
 
     def _flush(self, now: float) -> None:
         """Offer the held requests to the device, in order, until one cannot go."""
@@ -356,7 +355,7 @@ class BridgedDevice:
         except ZidlError as exc:  # past the bound, or out of sockets or files
             logger.warning("%s: refused a new caller: %s", self._what, exc)
             if head.kind in AWAITED:
-                self._replies.send(caller, refusal(head.request_id, str(exc)))
+                self._reply(caller, refusal(head.request_id, str(exc)))
             return None
         self._upstreams[caller] = upstream
         self._watch(upstream.socket, lambda: self._device_replies(upstream))
@@ -371,9 +370,14 @@ class BridgedDevice:
             reply_id, kind = reply_head(frames[0])
             if kind in (OK, ERR) and upstream.answered(reply_id) == HELLO:
                 frames = hello_via(frames, self.signal_address)
-            self._replies.send(upstream.caller, frames)
+            self._reply(upstream.caller, frames)
             if upstream.caller not in self._upstreams:  # the caller was found gone
                 return
+
+    def _reply(self, caller: bytes, frames: list[Any]) -> None:
+        self._replies.send(caller, frames)
+        while self._replies.departed:  # a caller the send found gone: let go of at once (one thread, no lock held)
+            self._gone(self._replies.departed.pop())
 
     def _dropped(self) -> None:
         for caller in self._callers.dropped():

@@ -94,7 +94,7 @@ class Engine:
         self.xpub = make_socket(zmq.XPUB, heartbeat)
         try:
             with zmq_errors(f"serving on {address}"):
-                self.replies = Replies(self.router, limits, self._gone)
+                self.replies = Replies(self.router, limits)
                 configure(self.router, limits)
                 Publisher.configure(self.xpub, longest_subscription(interface))
                 if curve is not None:
@@ -283,6 +283,8 @@ class Engine:
             while self.leader is me and not stopping():
                 if not outbox.empty():
                     self._flush()
+                while replies.departed:
+                    self._gone(replies.departed.pop())
                 if registration is None and self.systemd is None and not replies.unread:
                     timeout = -1
                 else:

@@ -16,7 +16,6 @@ import errno
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
@@ -34,16 +33,21 @@ _SETTLE: Final = 0.25
 
 
 class Replies:
-    """Sends replies on a ROUTER (``ROUTER_MANDATORY``: a reply to a peer that is gone says so, to ``gone``)."""
+    """Sends replies on a ROUTER (``ROUTER_MANDATORY``: a reply to a peer that is gone says so, in ``departed``).
 
-    def __init__(self, router: Socket, limits: Limits, gone: Callable[[bytes], None]) -> None:
+    A departure is only noted: a reply may be sent under the lock of what sent it (a stream's, for its items), and what
+    a departure cancels takes those locks, so the owner of the sockets acts on ``departed`` between two messages.
+    """
+
+    def __init__(self, router: Socket, limits: Limits) -> None:
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.SNDHWM, limits.max_unread_replies)
         self._router = router
         self._hwm = limits.max_unread_replies
         self._per_connection = limits.max_unread_bytes
         self._most = limits.max_unread_bytes_total
-        self._gone = gone
+        self.departed: list[bytes] = []
+        """Callers a reply found gone, for the socket owner to act on (``Engine._lead``)."""
         self._sent: dict[bytes, deque[tuple[zmq.MessageTracker, int]]] = {}
         self._held: dict[bytes, int] = {}
         self._settle_at = 0.0
@@ -75,7 +79,7 @@ class Replies:
             self._drop(size, f"its connection has {self._hwm} replies unread")
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:
-                self._gone(caller)
+                self.departed.append(caller)
             else:
                 logger.warning("could not send a reply: %s", exc)
 
