@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from runtime.errors import ZidlError
 from runtime.tools import devices
+from runtime.tools.web import command as web
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register(commands)
     devices.register(commands)
+    web.register(commands)
     return parser
 
 
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         return run(args)
-    except devices.UsageError as exc:
+    except (devices.UsageError, web.MissingExtra) as exc:
         print(f"zidl: {exc}", file=sys.stderr)
         return 1
     except (ZidlError, ValidationError) as exc:
