@@ -6,3 +6,6 @@ with no generated code. ``runtime.tools.web.server.WebView`` is the view; it nee
 the ``web`` extra (Starlette, uvicorn, websockets), which this package's ``command``
 (the `zidl web` parser) does not import until the view runs.
 """
+
+DEFAULT_BIND = "127.0.0.1:8000"
+"""Where `zidl web` serves unless told otherwise: the loopback, where no token is needed."""

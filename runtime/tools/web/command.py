@@ -7,8 +7,7 @@ import importlib.util
 from typing import Any
 
 from runtime import CurveClient
-
-DEFAULT_BIND = "127.0.0.1:8000"
+from runtime.tools.web import DEFAULT_BIND
 
 
 class MissingExtra(Exception):

@@ -10,9 +10,10 @@ components named ``<Interface>.<Type>``, so two interfaces may both have a
 from __future__ import annotations
 
 import copy
+import enum
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from runtime import Interface, MethodSpec
 from runtime.schema import parse_type, tables
@@ -53,16 +54,20 @@ class _Schemas:
         self._prefix = interface.name
         self._components = components
 
-    def of(self, annotation: Any) -> dict[str, Any]:
+    def of(self, annotation: Any, *, named: bool = True) -> dict[str, Any]:
+        """The schema of ``annotation``; an enum or a model (``named``) is a component, and this a reference to it."""
         template = f"#/components/schemas/{self._prefix}.{{model}}"
         schema = TypeAdapter(annotation).json_schema(ref_template=template)
         for name, definition in schema.pop("$defs", {}).items():
             self._components[f"{self._prefix}.{name}"] = definition
+        if named and isinstance(annotation, type) and issubclass(annotation, BaseModel | enum.Enum):
+            self._components[f"{self._prefix}.{annotation.__name__}"] = schema
+            return {"$ref": template.format(model=annotation.__name__)}
         return schema
 
     def args(self, method: MethodSpec) -> dict[str, Any]:
         model = self._tables.model(f"{method.result_name[:-6]}Args", method.args, ConfigDict(extra="forbid"))
-        schema = self.of(model)
+        schema = self.of(model, named=False)
         schema.pop("title", None)
         return schema
 

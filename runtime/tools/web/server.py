@@ -26,9 +26,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from runtime import CurveClient, Interface
-from runtime.tools.web import http_api, sockets
+from runtime.tools.web import DEFAULT_BIND, http_api, sockets
 from runtime.tools.web.book import DeviceBook
-from runtime.tools.web.command import DEFAULT_BIND
 from runtime.tools.web.guard import LOOPBACK_NAMES, Guard
 from runtime.tools.web.openapi import document
 
