@@ -274,7 +274,7 @@ def guarded(web_rig: Rig) -> Iterator[tuple[str, str]]:
 def test_with_a_token_every_request_and_websocket_needs_it(guarded: tuple[str, str]) -> None:
     url, token = guarded
     ws = url.replace("http://", "ws://") + "api/devices/echo/events"
-    with httpx.Client(base_url=url) as http:
+    with httpx.Client(base_url=url, trust_env=False) as http:
         assert http.get("/api/devices").status_code == 401
         assert http.get("/").status_code == 401
         assert http.get("/api/devices", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -289,7 +289,7 @@ def test_with_a_token_every_request_and_websocket_needs_it(guarded: tuple[str, s
 def test_read_only_refuses_writes_and_calls_with_a_403(guarded: tuple[str, str]) -> None:
     url, token = guarded
     auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=auth) as http:
+    with httpx.Client(base_url=url, headers=auth, trust_env=False) as http:
         assert http.get("/api/devices/echo/properties/level").status_code == 200
         assert http.put("/api/devices/echo/properties/level", json={"value": 1}).status_code == 403
         refused = http.post("/api/devices/echo/methods/add", json={"a": 1})

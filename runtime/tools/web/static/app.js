@@ -96,7 +96,8 @@ function render(value) {
     }
     return table;
   }
-  return el("pre", { class: "value" }, JSON.stringify(value, null, 1));
+  const text = JSON.stringify(value);
+  return el("pre", { class: "value" }, text.length > 60 ? JSON.stringify(value, null, 1) : text);
 }
 
 function hasPicture(value) {
@@ -341,7 +342,8 @@ async function call(path, values, method, { run, problem, result }) {
     const kind = response.headers.get("Content-Type") || "";
     if (kind.startsWith("application/json")) {
       const body = await response.json();
-      result.replaceChildren(method.return_type === "none" ? el("span", {}, "done") : render(body.result));
+      const nothing = !method.returns && !method.result.length; // the description's way of saying `none`
+      result.replaceChildren(nothing ? el("span", {}, "done") : render(body.result));
     } else {
       const blob = await response.blob();
       const url = URL.createObjectURL(blob);
@@ -362,7 +364,7 @@ function openStream(card, path, values, { run, cancel, problem, result }) {
   card.sockets.add(socket);
   const progress = el("progress", { hidden: true });
   const counter = el("span", { class: "frames" }, "0 items");
-  const picture = el("img", { alt: "stream", hidden: true });
+  const picture = el("img", { alt: "stream", class: "stream", hidden: true });
   const latest = el("div", {});
   const status = el("span", { class: "stream-status" }, "running");
   result.replaceChildren(el("div", {}, status, " · ", counter), progress, picture, latest);
