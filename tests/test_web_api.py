@@ -185,6 +185,17 @@ def test_a_stream_that_fails_ends_with_its_error_after_its_items(web_rig: Rig) -
     assert refused["error"]["errors"][0]["loc"] == ["n"]
 
 
+def test_a_stream_is_opened_as_a_websocket_and_a_call_is_posted(web_rig: Rig) -> None:
+    with web_rig.http() as http:
+        posted = http.post("/api/devices/streamer/methods/ticks")
+    assert (posted.status_code, posted.json()["error"]["type"]) == (400, "StreamMethod")
+    assert refused_status(web_rig.ws("/api/devices/echo/methods/add")) == 400
+    with connect(web_rig.ws("/api/devices/streamer/methods/count")) as socket:
+        socket.send("not json")
+        (refused,) = messages(socket)
+    assert refused["error"]["type"] == "BadRequest"
+
+
 def test_closing_the_websocket_cancels_the_stream_on_the_device(web_rig: Rig) -> None:
     # max_queue=None: the test's client keeps reading while it closes, as a browser does
     with connect(web_rig.ws("/api/devices/streamer/methods/ticks"), max_queue=None) as socket:

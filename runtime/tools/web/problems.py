@@ -14,15 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
-from runtime import (
-    AuthenticationFailed,
-    CallTimeout,
-    Cancelled,
-    ConnectionLost,
-    DeviceNotFound,
-    RemoteError,
-    ZidlError,
-)
+from runtime import CallTimeout, DeviceNotFound, RemoteError, ZidlError
 from runtime.tools.web.book import UnknownDevice
 
 
@@ -50,8 +42,13 @@ def _one_line(errors: list[dict[str, Any]]) -> str:
     return "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}" for error in errors)
 
 
-def describe(exc: BaseException) -> tuple[int, dict[str, Any]]:
-    """The status and the ``error`` object for ``exc``, an error a request met (``TypeError`` for anything else)."""
+Known = Refused | ValidationError | ZidlError | UnknownDevice
+KNOWN = (Refused, ValidationError, ZidlError, UnknownDevice)
+"""What a request may meet and is reported; anything else is a bug of the web view, logged with its traceback."""
+
+
+def describe(exc: Known) -> tuple[int, dict[str, Any]]:
+    """The status and the ``error`` object for ``exc``."""
     if isinstance(exc, Refused):
         return exc.status, {"type": exc.kind, "message": exc.message}
     if isinstance(exc, ValidationError):
@@ -63,15 +60,9 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return 502, {"type": exc.type, "message": exc.message}
     if isinstance(exc, CallTimeout):
         return 504, {"type": "CallTimeout", "message": str(exc)}
-    if isinstance(exc, ConnectionLost | AuthenticationFailed | Cancelled | ZidlError):
-        return 502, {"type": type(exc).__name__, "message": str(exc)}
-    raise TypeError(f"not an error of a request: {exc!r}") from exc
+    return 502, {"type": type(exc).__name__, "message": str(exc)}  # the device went away, refused our key...
 
 
-KNOWN = (Refused, ValidationError, ZidlError, UnknownDevice)
-"""What ``describe`` reports; anything else is a bug of the web view, logged with its traceback (a 500)."""
-
-
-def problem(exc: BaseException) -> JSONResponse:
+def problem(exc: Known) -> JSONResponse:
     status, error = describe(exc)
     return JSONResponse({"error": error}, status_code=status)

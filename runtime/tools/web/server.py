@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import secrets
 import socket
 import threading
@@ -30,8 +29,6 @@ from runtime.tools.web import DEFAULT_BIND, http_api, sockets
 from runtime.tools.web.book import DeviceBook
 from runtime.tools.web.guard import LOOPBACK_NAMES, Guard
 from runtime.tools.web.openapi import document
-
-log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 STARTUP_TIMEOUT = 30.0

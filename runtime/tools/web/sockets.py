@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from runtime import AsyncStream, ZidlError
 from runtime.tools.web.book import Device, DeviceBook, record_json
 from runtime.tools.web.http_api import method_of
 from runtime.tools.web.problems import KNOWN, Refused, describe, problem
 from runtime.tools.web.values import to_json
-
-log = logging.getLogger(__name__)
 
 SIGNAL_BACKLOG = 1000
 """Emissions held for a browser that reads slower than its device emits; beyond it the oldest are dropped."""
@@ -52,15 +50,32 @@ async def _first(*waits: Awaitable[Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _arguments(websocket: WebSocket) -> dict[str, Any]:
+    """A stream's first message: its arguments, a JSON object."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    try:
+        args = json.loads(message.get("text") or "")
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise Refused(400, "BadRequest", "the first message must be a JSON object of the arguments")
+    if "timeout" in args:
+        raise Refused(400, "BadRequest", "the arguments take no timeout: a stream waits its method's own for each item")
+    return args
+
+
 def routes(book: DeviceBook) -> list[WebSocketRoute]:
     def refusing(handler: Callable[[WebSocket], Awaitable[None]]) -> Callable[[WebSocket], Awaitable[None]]:
         async def run(websocket: WebSocket) -> None:
             try:
                 await handler(websocket)
             except KNOWN as exc:
-                if websocket.application_state.name == "CONNECTING":
+                if websocket.application_state is WebSocketState.CONNECTING:
                     await websocket.send_denial_response(problem(exc))
-                else:
+                    return
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the browser may have gone already
                     await websocket.send_json({"error": describe(exc)[1]})
                     await websocket.close()
             except WebSocketDisconnect:
@@ -118,10 +133,7 @@ def routes(book: DeviceBook) -> list[WebSocketRoute]:
         if not spec.stream:
             raise Refused(400, "NotAStream", f"{spec.name} is not a stream: POST to call it")
         await websocket.accept()
-        args = await websocket.receive_json()
-        if not isinstance(args, dict):
-            raise Refused(400, "BadRequest", "the first message must be a JSON object of the arguments")
-        items: AsyncStream[Any, Any] = await client.call(spec.name, **args)
+        items: AsyncStream[Any, Any] = await client.call(spec.name, **await _arguments(websocket))
 
         async def pump() -> None:
             async with items:

@@ -5,13 +5,14 @@ Python values (enum members, models, tuples, ``bytes``, ``ndarray``). In JSON an
 is its value and a model an object; ``bytes`` inside a larger value are a
 ``data:`` URL (which a page shows as an image when it is one); an ``ndarray`` is an
 object with its ``dtype``, ``shape`` and C-order bytes in base64, from which a page
-draws an HxW or HxWx3 ``uint8`` array.
+draws an HxW or HxWx3 ``uint8`` array. JSON has no NaN nor infinity: they are ``null``.
 """
 
 from __future__ import annotations
 
 import base64
 import enum
+import math
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,9 @@ def to_json(value: Any) -> Any:
             "base64": base64.b64encode(contiguous.data).decode(),
         }
     if isinstance(value, np.generic):
-        return value.item()
+        return to_json(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {str(key): to_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
