@@ -32,6 +32,7 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_play
 
 sys.path.insert(0, str(ROOT / "examples"))
 from demo import Rig, free_port, running_rig  # noqa: E402
+from dummy_cnc import DummyCnc  # noqa: E402
 
 from runtime import Client  # noqa: E402
 
@@ -119,6 +120,12 @@ def test_the_page_lists_both_cameras_the_stage_and_the_controller(page: Page) ->
     expect(device(page, "cam1").locator(".kind")).to_contain_text("Camera v1")
 
 
+def test_a_device_appears_on_the_page_as_it_registers_and_goes_as_it_stops(rig: Rig, page: Page) -> None:
+    with DummyCnc().running("tcp://127.0.0.1:0", registry=rig.registry, name="extra-stage"):
+        expect(device(page, "extra-stage").locator('details[data-method="moveto"]')).to_be_attached()
+    expect(device(page, "extra-stage")).to_have_count(0)
+
+
 def test_setting_the_encoding_on_the_page_changes_the_camera(rig: Rig, page: Page) -> None:
     with Client.lookup("cam1", registry=rig.registry) as camera:
         camera.set("encoding", "jpeg")
@@ -189,17 +196,19 @@ def test_a_scan_started_on_the_page_moves_its_progress_to_the_end(page: Page, tm
 
 
 def test_a_scan_cancelled_on_the_page_stops_the_stage(rig: Rig, page: Page, tmp_path: Path) -> None:
-    prepare_scan(page, tmp_path, "cancelled", positions=36)
+    prepare_scan(page, tmp_path, "cancelled", positions=500)
     moved = threading.Event()
     with Client.lookup("stage", registry=rig.registry) as stage:
         stage.signal("positionChanged").connect(lambda *position: moved.set())
         scan = call(page, "controller", "run_scan")
-        expect(scan.locator("progress")).to_have_js_property("value", 1)
+        bar = scan.locator("progress").element_handle()
+        page.wait_for_function("bar => !bar.hidden && bar.value >= 1", arg=bar)
         scan.get_by_role("button", name="Cancel").click()
         expect(scan.locator(".stream-status")).to_have_text("cancelled")
         record = tmp_path / "cancelled" / "scan.json"
         assert eventually(record.exists), "the controller did not record the cancelled scan"
-        assert json.loads(record.read_text())["complete"] is False
+        recorded = json.loads(record.read_text())
+        assert recorded["complete"] is False and recorded["positions_done"] < 500
         moved.clear()
         here = stage.call("get_position")
         assert not moved.wait(0.5), "the stage still moves after the scan was cancelled"
