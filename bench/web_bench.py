@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,7 +65,7 @@ def _view(registry: str, ready: Any) -> None:
         ready.get()
 
 
-def _start(target: Any, *args: Any) -> tuple[multiprocessing.Process, Any, Any]:
+def _start(target: Any, *args: Any) -> tuple[BaseProcess, Any, Any]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     process = ctx.Process(target=target, args=(*args, queue))

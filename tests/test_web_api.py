@@ -19,6 +19,7 @@ from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.web_fixtures import JPEG, PNG, Rig, web_rig  # noqa: F401
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from runtime import Client
 from runtime.tools.web.server import WebView
@@ -314,7 +315,7 @@ def test_read_only_refuses_writes_and_calls_with_a_403(guarded: tuple[str, str])
 def test_a_websocket_or_a_write_from_another_sites_page_is_refused(web_rig: Rig) -> None:
     host = web_rig.url.removeprefix("http://").rstrip("/")
     assert refused_status(web_rig.ws("/api/events"), origin="http://elsewhere.example") == 403
-    with connect(web_rig.ws("/api/events"), origin=f"http://{host}"):
+    with connect(web_rig.ws("/api/events"), origin=Origin(f"http://{host}")):
         pass
     with web_rig.http() as http:
         elsewhere = {"Origin": "http://elsewhere.example"}
