@@ -9,8 +9,9 @@
   (aim: at least 25 fps).
 
 The registry and devices run in one process, the view in another, the readers here (HTTP
-through the standard library's ``http.client``, one kept-alive connection);
-blocks of direct and gateway reads alternate, so a busy machine weighs on both alike.
+through the standard library's ``http.client``, one kept-alive connection). Rounds of
+direct and gateway reads alternate, so a busy machine weighs on both alike; a figure is
+the median of the rounds' own differences or ratios.
 Run: ``.venv/bin/python bench/web_bench.py``.
 """
 
@@ -37,10 +38,10 @@ sys.path.insert(0, str(ROOT / "examples"))
 from runtime import Client, Registry  # noqa: E402
 
 MIB = 1024 * 1024
-READS = 2000
-BYTES_CALLS = 200
+READS = 4000
+BYTES_CALLS = 240
 PREVIEW_SECONDS = 3.0
-ROUNDS = 4
+ROUNDS = 8
 
 
 def _devices(ready: Any) -> None:
@@ -116,15 +117,18 @@ def _fps_view(url: str) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def main() -> None:
     devices, devices_queue, registry = _start(_devices)
     view, view_queue, url = _start(_view, registry)
-    direct_reads: list[float] = []
-    view_reads: list[float] = []
-    direct_bytes: list[float] = []
-    view_bytes: list[float] = []
-    direct_fps: list[float] = []
-    view_fps: list[float] = []
+    reads: list[tuple[float, float]] = []
+    """Per round: the p50 of the client's reads and of the view's, in seconds."""
+    rates: list[tuple[float, float]] = []
+    """Per round: the median MB/s of the client's 1 MiB calls and of the view's."""
+    frames: list[tuple[float, float]] = []
     try:
         where = urlsplit(url)
         connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=30)
@@ -137,30 +141,34 @@ def main() -> None:
                 response.read()
 
             for round_ in range(ROUNDS + 1):
-                keep = round_ > 0  # the first round warms up
-                reads = (_timed(lambda: bench.get("gain"), READS // ROUNDS), _timed(read_view, READS // ROUNDS))
+                direct = _median(_timed(lambda: bench.get("gain"), READS // ROUNDS))
+                through = _median(_timed(read_view, READS // ROUNDS))
                 calls = _timed(lambda: bench.call("make_bytes", size=MIB), BYTES_CALLS // ROUNDS)
                 fetched = _curl_times(url + "api/devices/bench/methods/make_bytes", BYTES_CALLS // ROUNDS)
-                if keep:
-                    direct_reads += reads[0]
-                    view_reads += reads[1]
-                    direct_bytes += [MIB / seconds / 1e6 for seconds in calls]
-                    view_bytes += [MIB / seconds / 1e6 for seconds in fetched]
+                if round_ > 0:  # the first round warms up
+                    reads.append((direct, through))
+                    rates.append((MIB / _median(calls) / 1e6, MIB / _median(fetched) / 1e6))
             for _ in range(2):
-                direct_fps.append(_fps_direct(camera))
-                view_fps.append(_fps_view(url))
+                frames.append((_fps_direct(camera), _fps_view(url)))
         connection.close()
     finally:
         for queue in (view_queue, devices_queue):
             queue.put("stop")
         for process in (view, devices):
             process.join(30)
-    direct_p50, view_p50 = statistics.median(direct_reads) * 1e3, statistics.median(view_reads) * 1e3
-    direct_rate, view_rate = statistics.median(direct_bytes), statistics.median(view_bytes)
-    direct_frames, view_frames = statistics.median(direct_fps), statistics.median(view_fps)
-    print(f"{'':34}{'zidl client':>12}{'web view':>10}{'':>4}figure")
-    print(f"{'property read p50 (ms)':34}{direct_p50:12.3f}{view_p50:10.3f}    +{view_p50 - direct_p50:.3f} ms")
-    print(f"{'bytes 1 MiB (MB/s)':34}{direct_rate:12.0f}{view_rate:10.0f}    {view_rate / direct_rate:.2f}x")
+    overhead = [(through - direct) * 1e3 for direct, through in reads]
+    ratios = [through / direct for direct, through in rates]
+
+    def columns(pairs: list[tuple[float, float]], scale: float = 1.0) -> tuple[float, float]:
+        return _median([a for a, _ in pairs]) * scale, _median([b for _, b in pairs]) * scale
+
+    spread = f"(rounds: {min(ratios):.2f}x to {max(ratios):.2f}x)"
+    print(f"{'':34}{'zidl client':>12}{'web view':>10}{'':>4}figure, the median of {ROUNDS} rounds in turns")
+    direct_p50, view_p50 = columns(reads, 1e3)
+    print(f"{'property read p50 (ms)':34}{direct_p50:12.3f}{view_p50:10.3f}    +{_median(overhead):.3f} ms")
+    direct_rate, view_rate = columns(rates)
+    print(f"{'bytes 1 MiB (MB/s)':34}{direct_rate:12.0f}{view_rate:10.0f}    {_median(ratios):.2f}x {spread}")
+    direct_frames, view_frames = columns(frames)
     print(f"{'preview 410x308 at 30 fps (fps)':34}{direct_frames:12.1f}{view_frames:10.1f}    {view_frames:.1f} fps")
 
 
