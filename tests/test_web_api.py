@@ -265,7 +265,7 @@ def test_a_device_killed_mid_session_is_gone_within_the_registrys_lease(web_rig:
     with connect(web_rig.ws("/api/events")) as changes:
         device = subprocess.Popen([sys.executable, "-c", DEVICE, web_rig.registry], env=env)
         try:
-            while json.loads(changes.recv(timeout=20.0))["device"]["name"] != "killed":
+            while json.loads(changes.recv(timeout=60.0))["device"]["name"] != "killed":  # a new process's imports
                 pass
             device.send_signal(signal.SIGKILL)
             _removed(changes, "killed")  # the registry's lease is 3 s; the recv waits at most 10 s

@@ -26,6 +26,9 @@ Change = Literal["added", "removed"]
 CONNECT_TIMEOUT = 3.0
 """Seconds a device's handshake may take before a request about it fails with a 504."""
 
+FIRST_LIST_PATIENCE = 10.0
+"""Seconds ``start()`` waits for the registry's first list: a registry that answers gives it in milliseconds."""
+
 
 class UnknownDevice(LookupError):
     """The registry lists no device of that name (a 404)."""
@@ -66,7 +69,7 @@ class DeviceBook:
             loop.call_soon_threadsafe(self._changed, change, record)
 
         self._watcher = watch(changed, registry=self._registry, curve=self._curve)
-        if not await asyncio.to_thread(self._watcher.ready.wait, self._timeout):
+        if not await asyncio.to_thread(self._watcher.ready.wait, FIRST_LIST_PATIENCE):
             log.warning("no registry answered at %s yet; devices appear when it does", self._watcher.url)
 
     async def close(self) -> None:
