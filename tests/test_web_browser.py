@@ -38,6 +38,8 @@ from runtime import Client  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+expect.set_options(timeout=20_000)  # a busy 2-core machine runs the rig, the view and Chromium at once
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 Change = Literal["added", "removed"]
 
-CONNECT_TIMEOUT = 3.0
-"""Seconds a device's handshake may take before a request about it fails with a 504."""
+DEVICE_TIMEOUT = 5.0
+"""Seconds a device's handshake, a property read or write and a subscription may take before a 504."""
 
 FIRST_LIST_PATIENCE = 10.0
 """Seconds ``start()`` waits for the registry's first list: a registry that answers gives it in milliseconds."""
@@ -52,7 +52,7 @@ def _same(a: DeviceRecord, b: DeviceRecord) -> bool:
 class DeviceBook:
     """The registry's devices, as the event loop sees them; ``start()`` and ``close()`` on that loop."""
 
-    def __init__(self, *, registry: str | None, curve: CurveClient | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(self, *, registry: str | None, curve: CurveClient | None, timeout: float = DEVICE_TIMEOUT) -> None:
         self._registry = registry
         self._curve = curve
         self._timeout = timeout

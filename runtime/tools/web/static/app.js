@@ -262,7 +262,8 @@ function propertiesSection(card, description) {
       shown.replaceChildren(renderShort(value));
       if (refresh && document.activeElement !== input?.node) refresh(value);
     };
-    rows.set(prop.name, { show, spec: prop });
+    const fail = (text) => shown.replaceChildren(el("span", { class: "error" }, text));
+    rows.set(prop.name, { show, fail });
     table.append(row);
   }
   const notifying = new Map(description.properties.filter((p) => p.notify).map((p) => [p.notify, p.name]));
@@ -276,7 +277,7 @@ function propertiesSection(card, description) {
       for (const [prop, row] of rows) {
         request("GET", `/api/devices/${quoted(name)}/properties/${quoted(prop)}`).then(async (response) => {
           if (response.ok) row.show((await response.json()).value);
-          else row.show(await errorText(response));
+          else row.fail(await errorText(response));
         });
       }
     },
