@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import keyword
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -263,6 +264,9 @@ class _Checker:
                     f"constraint '{name}' does not apply to type {expr} of {describe(loc)}; "
                     f"'{name}' is for {described}",
                 )
+                ok = False
+            elif isinstance(value, float) and not math.isfinite(value):
+                self.error(where, f"'{name}' of {describe(loc)} must be a finite number, not {value}")
                 ok = False
             elif name in ("min_length", "max_length") and value < 0:
                 self.error(where, f"'{name}' of {describe(loc)} must be 0 or more, not {value}")

@@ -14,7 +14,16 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
 from runtime.schema import TypeExpr, parse_type
 
@@ -32,7 +41,7 @@ def _no_default(value: Any) -> Any:
 _BUILTIN_TYPES: dict[str, Any] = {
     "bool": bool,
     "int": int,
-    "float": float,
+    "float": FiniteFloat,  # a default travels in the description, as JSON, which has no NaN or infinity
     "str": str,
     "bytes": bytes,
     "any": Any,
@@ -99,6 +108,10 @@ class DefaultChecker:
         Raises ``Unchecked`` when the type cannot be built.
         """
         adapter: TypeAdapter[Any] = TypeAdapter(self._annotation(parse_type(type_text), constraints))
+        try:
+            json.dumps(default, allow_nan=False)
+        except ValueError:
+            return "it holds NaN or an infinity, which JSON (the wire, the handshake) has no way to write"
         try:
             adapter.validate_json(json.dumps(default), strict=True)
         except ValidationError as exc:

@@ -205,6 +205,8 @@ class ClassView:
     doc: str
     fields: tuple[ModelField, ...] = ()
     values: tuple[str, ...] = ()
+    finite: bool = False
+    """A model with a float somewhere in its fields, which refuses NaN and infinities (JSON has none)."""
 
 
 @dataclass
@@ -285,6 +287,13 @@ class ModuleBuilder:
             value = default
         return ModelField(spec.name, annotation, value, spec.doc)
 
+    def finite(self, fields: Iterable[FieldSpec]) -> bool:
+        """Whether a model of ``fields`` holds a float; its config then refuses NaN and infinities."""
+        if not any(node.kind == "float" for spec in fields for node in spec.type_expr.walk()):
+            return False
+        self.imports.third_party["pydantic"].add("ConfigDict")
+        return True
+
     def params(self, fields: Iterable[FieldSpec]) -> tuple[Param, ...]:
         return tuple(Param(f.name, self.annotation(f.type_expr), self.default(f)) for f in fields)
 
@@ -308,7 +317,10 @@ class ModuleBuilder:
         if any(m.oneway for m in iface.methods):
             runtime.add("MethodKind")
         enums = [ClassView(e.name, e.doc, values=e.values) for e in iface.enums]
-        structs = [ClassView(s.name, s.doc, tuple(map(self.model_field, s.fields))) for s in iface.structs]
+        structs = [
+            ClassView(s.name, s.doc, tuple(map(self.model_field, s.fields)), finite=self.finite(s.fields))
+            for s in iface.structs
+        ]
         errors = [
             ClassView(
                 e.name,
@@ -318,7 +330,12 @@ class ModuleBuilder:
             for e in iface.errors
         ]
         results = [
-            ClassView(m.result_name, f"What `{m.name}` returns.", tuple(map(self.model_field, m.result)))
+            ClassView(
+                m.result_name,
+                f"What `{m.name}` returns.",
+                tuple(map(self.model_field, m.result)),
+                finite=self.finite(m.result),
+            )
             for m in iface.methods
             if m.result
         ]

@@ -40,6 +40,7 @@ RESERVED_MEMBER_NAMES: Final = frozenset(
         "subscribe",
         "timeout",
         "unsubscribe",
+        "usage",
         "wait",
     }
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Protocol, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from runtime import (
     AsyncClient,
@@ -37,6 +37,8 @@ __all__ = [
 
 class Position(BaseModel):
     """Where the stage is, in millimetres."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     x: float
     y: float

@@ -7,7 +7,7 @@ from abc import abstractmethod
 from collections.abc import Generator, Iterator
 from typing import Any, Protocol, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from runtime import (
     AsyncClient,
@@ -55,6 +55,8 @@ class ScanProgress(BaseModel):
 
 class ScanSummary(BaseModel):
     """What a scan produced."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     images: int
     """Images written."""

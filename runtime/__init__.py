@@ -44,7 +44,7 @@ from runtime.schema import (
     SignalSpec,
     StructSpec,
 )
-from runtime.server import CallContext, Server, ServerSignal, current_call
+from runtime.server import CallContext, Server, ServerSignal, Usage, current_call
 from runtime.transport import CurveClient, CurveServer, Heartbeat, KeyPair, generate_keypair, write_keypair
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "SignalSpec",
     "Stream",
     "StructSpec",
+    "Usage",
     "Watcher",
     "ZidlError",
     "current_call",

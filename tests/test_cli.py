@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.echo_device import Echo
 from fixtures.still_stage import StillStage
 from fixtures.stream_device import Streamer
 from fixtures.stream_fixtures import stream_address, streamer  # noqa: F401
@@ -22,6 +23,8 @@ from fixtures.stream_fixtures import stream_address, streamer  # noqa: F401
 from codegen.load import load_interfaces
 from generated.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
 from runtime import CurveClient, CurveServer, NDArray, Registry
+from runtime.registry import RegistryClient
+from runtime.tools.terminal import printable
 
 ZIDL = str(Path(sys.executable).parent / "zidl")
 
@@ -295,3 +298,53 @@ def test_ctrl_c_cancels_the_call_on_the_device_and_exits_130(
         assert streamer.last("ticks").closed.wait(5.0)
     else:
         assert streamer.hold_saw_cancelled.wait(5.0)
+
+
+@pytest.fixture
+def echo_address() -> Iterator[str]:
+    with Echo().running("tcp://127.0.0.1:0") as address:
+        yield address
+
+
+def test_text_from_the_network_is_printed_with_its_control_characters_escaped(echo_address: str) -> None:
+    with Registry().running("tcp://127.0.0.1:0") as registry, RegistryClient(registry, timeout=5.0) as directory:
+        fake = "Cam\x1b[2J\x07"  # clears the screen and rings, printed raw
+        directory.request(
+            "register", name="evil", interface=fake, version=1, hash="h", address="tcp://127.0.0.1:9\r\nfake  row"
+        )
+        listed = zidl("ls", registry=registry)
+        assert listed.returncode == 0, listed.stderr
+        name, interface, version, address, *_ = listed.stdout.splitlines()[1].split()
+        assert [name, interface, version, address] == ["evil", "Cam\\x1b[2J\\x07", "1", "tcp://127.0.0.1:9\\r\\nfake"]
+        assert len(listed.stdout.splitlines()) == 2  # no row of its own making
+    hostile = "\x1b]0;title\x07ok\u2028\u202egnp.exe\x85"
+    called = zidl("call", echo_address, "echo", f"value={json.dumps(hostile)}")
+    assert called.returncode == 0, called.stderr
+    assert called.stdout == "\\x1b]0;title\\x07ok\\u2028\\u202egnp.exe\\x85\n"
+    failed = zidl("call", echo_address, "fail", f"message={json.dumps('boom' + hostile)}")
+    assert failed.returncode == 1
+    assert failed.stderr == "zidl: ValueError: boom\\x1b]0;title\\x07ok\n"  # one line: the first of the message
+
+
+def test_nan_is_no_json_on_the_command_line_either(echo_address: str) -> None:
+    echoed = zidl("call", echo_address, "echo", "value=NaN", "--json")
+    assert (echoed.returncode, echoed.stdout) == (0, '"NaN"\n')  # not JSON, so the string NaN
+    refused = zidl("call", echo_address, "sleep", "seconds=Infinity")
+    assert refused.returncode == 1
+    assert "finite number" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain text, é, ✓", "plain text, é, ✓"),
+        ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+        ("bell\x07 del\x7f nul\x00", "bell\\x07 del\\x7f nul\\x00"),
+        ("line\nfeed\rreturn\ttab", "line\\nfeed\\rreturn\\ttab"),
+        ("c1\x85\x9b", "c1\\x85\\x9b"),
+        ("ls\u2028ps\u2029", "ls\\u2028ps\\u2029"),
+        ("bidi\u202e\u2066", "bidi\\u202e\\u2066"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_would_act_on(text: str, shown: str) -> None:
+    assert printable(text) == shown

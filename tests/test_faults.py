@@ -224,7 +224,7 @@ def _emission_rate(server: Echo, watcher: Counter, emissions: int, label: str) -
 
 
 def test_stalled_subscriber_does_not_slow_the_server_and_its_drops_are_counted(address: str, echo: Echo) -> None:
-    emissions, label = 20_000, "x" * 2_000  # 40 MB: more than every queue and TCP buffer on the way can hold
+    emissions, label = 20_000, "x" * 4_000  # 80 MB: more than every queue and TCP buffer on the way can hold
     with EchoClient.connect(address) as fast, EchoClient.connect(address) as stalled:
         baseline = Counter(emissions - 1)
         fast.tick.connect(baseline)

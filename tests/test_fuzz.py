@@ -107,6 +107,15 @@ def _dump(value: Any) -> bytes:
     return json.dumps(value, allow_nan=True).encode()
 
 
+def _is_strict_json(value: Any) -> bool:
+    """Whether ``value`` is strict JSON: no NaN and no infinity in it."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
 # --- the server's hostile messages -----------------------------------------------------------------
 
 METHODS = ["echo", "add", "blob", "array", "fast", "fail", "refuse", "unsendable"]  # not sleep (it would block)
@@ -145,6 +154,9 @@ class ServerFuzz:
             self.wrong_frame_count,
             self.too_large,
             self.bad_oneway,
+            self.huge_numbers,
+            self.wrong_version,
+            self.not_strict_json,
         ]
         return self.rng.choice(makers)()
 
@@ -191,8 +203,8 @@ class ServerFuzz:
         header[field] = _junk(rng)
         if field == "id":
             return Hostile([_dump(header)], REPLY)
-        if field == "v" and header["v"] != 1:
-            return Hostile([_dump(header)], REPLY)  # refused before the id is read
+        if field == "v" and not _is_strict_json(header["v"]):
+            return Hostile([_dump(header)], REPLY)  # NaN before the id: not JSON, and no id can be read in front of it
         return Hostile([_dump(header)], REPLY, request_id)
 
     def unknown_kind(self) -> Hostile:
@@ -241,6 +253,33 @@ class ServerFuzz:
     def too_large(self) -> Hostile:
         header = self.header(k="call", n="echo", x=1, b={"value": {"$b": 1}})
         return Hostile([_dump(header), bytes(LIMITS.max_bytes + 1)], ERR, header["id"])
+
+    def huge_numbers(self) -> Hostile:
+        rng = self.rng
+        case = rng.randrange(3)
+        if case == 0:  # an empty array of dimensions numpy cannot build
+            shape = rng.choice([[10**30, 0], [2**62, 2**62, 0], [0, 2**64], [2**63, 0]])
+            header = self.header(k="call", n="array", x=1, b={"value": {"$a": [1, "<u2", shape]}})
+            return Hostile([_dump(header), b""], ERR, header["id"])
+        if case == 1:  # a deadline beyond any clock: no limit
+            header = self.header(k="call", n="add", t=rng.choice([10**999, 1e308, 2**64, 10**20]), b={"a": 1})
+            return Hostile([_dump(header)], REPLY, header["id"])
+        header = self.header(k="call", n="echo", b={"value": rng.choice([10**30, -(2**70), 2**64])})
+        return Hostile([_dump(header)], REPLY, header["id"])
+
+    def wrong_version(self) -> Hostile:
+        header = {"v": self.rng.choice([0, 2, 99, "1", None, [1], {"v": 1}, -1]), "id": self.take_id(), "k": "get"}
+        header["n"] = "mode"
+        return Hostile([_dump(header)], ERR, header["id"])
+
+    def not_strict_json(self) -> Hostile:
+        # NaN and infinities are not JSON: refused, the id read from the header's start
+        value = self.rng.choice(["NaN", "Infinity", "-Infinity", "[1, NaN]", '{"x": Infinity}'])
+        kind, name = self.rng.choice([("set", "level"), ("set", "mode"), ("call", "echo"), ("call", "sleep")])
+        request_id = self.take_id()
+        body = f'{{"value": {value}}}' if name == "echo" else f'{{"seconds": {value}}}' if kind == "call" else value
+        text = f'{{"v": 1, "id": {request_id}, "k": "{kind}", "n": "{name}", "b": {body}}}'
+        return Hostile([text.encode()], ERR, request_id)
 
     def bad_oneway(self) -> Hostile:
         # a oneway method with bad arguments: nothing to reply to, nothing may break

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -339,12 +338,30 @@ def test_yaml_core_schema_keeps_on_and_off_as_strings(workdir: Path) -> None:
     loaded = load_one(
         workdir,
         HEAD + "enums:\n  Power: [on, off, yes, no]\nproperties:\n"
-        "  gain: {type: float, default: .inf}\n  stamp: {type: str, default: 2024-01-01}\n",
+        "  gain: {type: float, default: 1e3}\n  stamp: {type: str, default: 2024-01-01}\n",
     )
     assert loaded.interface.enums[0].values == ("on", "off", "yes", "no")
     gain, stamp = loaded.interface.properties
-    assert math.isinf(gain.default)
+    assert gain.default == 1000.0
     assert stamp.default == "2024-01-01"
+
+
+def test_nan_and_infinities_are_refused_as_defaults_and_bounds_since_json_cannot_carry_them(workdir: Path) -> None:
+    path = write(
+        workdir,
+        "dev.yaml",
+        HEAD + "properties:\n"
+        "  gain: {type: float, default: .inf}\n"
+        "  anything: {type: any, default: [1, .nan]}\n"
+        "  level: {type: float, default: 0.0, le: .inf}\n",
+    )
+    assert errors_of(path) == [
+        "dev.yaml:4: default Infinity of property 'gain' does not fit type float: it holds NaN or an infinity, "
+        "which JSON (the wire, the handshake) has no way to write",
+        "dev.yaml:5: default [1, NaN] of property 'anything' does not fit type any: it holds NaN or an infinity, "
+        "which JSON (the wire, the handshake) has no way to write",
+        "dev.yaml:6: 'le' of property 'level' must be a finite number, not inf",
+    ]
 
 
 def test_short_forms_and_defaults_describe_the_interface(workdir: Path) -> None:

@@ -133,7 +133,7 @@ def test_a_ping_that_cannot_be_made_is_answered_busy_once() -> None:
     )
     raw, flood = Raw(address), Raw(address)
     try:
-        assert raw.request(k="ping")["ok"] is True  # connected before the files run out
+        assert raw.request(k="ping", timeout=30.0)["ok"] is True  # up, and connected before the files run out
         flood.request(k="ping")
         names = [f"held-{i}" for i in range(80)]
         for name in names:
@@ -155,18 +155,20 @@ def test_a_ping_that_cannot_be_made_is_answered_busy_once() -> None:
 def test_a_flood_of_registrations_is_answered_and_leaves_nothing_behind(
     tracebacks: Tracebacks, devices: list[Device]
 ) -> None:
-    with _registry(max_pending=64, max_probes=32).running("tcp://127.0.0.1:0") as address:
+    # a holder has a second to answer a probe (a loaded machine's device may take longer than the usual 0.2 s)
+    with _registry(max_pending=64, max_probes=32, probe_timeout=1.0).running("tcp://127.0.0.1:0") as address:
         cam = Device(address, "cam")
         devices.append(cam)
         assert cam.name() == "cam"
         latencies: list[float] = []
+        found: set[str] = set()
         done = threading.Event()
 
         def look_up() -> None:
             with RegistryClient(address) as client:
                 while not done.is_set():
                     start = time.perf_counter()
-                    assert client.lookup("cam").address == cam.address
+                    found.add(client.lookup("cam").address)
                     latencies.append(time.perf_counter() - start)
 
         looker = threading.Thread(target=look_up)
@@ -194,6 +196,7 @@ def test_a_flood_of_registrations_is_answered_and_leaves_nothing_behind(
             done.set()
             looker.join()
             flood.close()
+        assert found == {cam.address}, "the name went to another holder while its own answered"
         latencies.sort()
         assert latencies and latencies[int(len(latencies) * 0.99)] < 0.1, f"lookup p99 {latencies[-1]:.3f} s"
         back = threading.Event()
@@ -205,7 +208,7 @@ def test_a_flood_of_registrations_is_answered_and_leaves_nothing_behind(
                 back.set()
 
         with watch(on_change, registry=address, initial=False):
-            assert back.is_set() or back.wait(5 * TTL), f"the flood's entries outlived their leases: {sorted(left)[:5]}"
+            assert back.is_set() or back.wait(20 * TTL), f"flood's entries outlived their leases: {sorted(left)[:5]}"
         info = _info(address)
         assert (info["pending"], info["probes"], info["devices"]) == (0, 0, 2)
         assert not tracebacks.seen, tracebacks.seen[:3]

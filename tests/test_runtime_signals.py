@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
+import pytest
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
-from fixtures.generated.echo import EchoClient
+from fixtures.generated.echo import AsyncEchoClient, EchoClient
 from fixtures.runtime_fixtures import address, client, echo  # noqa: F401
 
 from runtime import Limits
+from runtime.server.publisher import Publisher
+
+HOLD = 0.5
+"""Seconds the server of the subscription-race tests leaves each signal subscription unapplied."""
 
 
 class Collector:
@@ -64,6 +70,45 @@ def test_emission_right_after_connect_returns_is_received(address: str, echo: Ec
             fresh.tick.connect(collector)
             echo.tick.emit(1, "first")
             assert collector.done.wait(5)
+
+
+@pytest.fixture
+def slow_to_subscribe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server applies each signal subscription ``HOLD`` seconds after it reads it (as a loaded server might),
+    and the subscriptions after it wait too; meanwhile it serves and publishes. A client that took its subscription
+    for live before the server's welcome would miss every emission made as ``connect()`` returns."""
+    monkeypatch.setattr(Publisher, "hold", HOLD)
+
+
+def test_connect_returns_only_once_a_slow_server_applied_the_subscription(
+    slow_to_subscribe: None, address: str, echo: Echo
+) -> None:
+    with EchoClient.connect(address) as fresh:
+        collector = Collector(1)
+        fresh.tick.connect(collector)
+        echo.tick.emit(1, "first")
+        assert collector.done.wait(2), "the emission right after connect() was lost"
+        assert collector.items == [(1, "first")]
+
+
+def test_an_async_connect_returns_only_once_a_slow_server_applied_the_subscription(
+    slow_to_subscribe: None, address: str, echo: Echo
+) -> None:
+    async def main() -> list[tuple[int, str]]:
+        got: list[tuple[int, str]] = []
+        arrived = asyncio.Event()
+
+        def on_tick(n: int, label: str) -> None:
+            got.append((n, label))
+            arrived.set()
+
+        async with AsyncEchoClient.connect(address) as fresh:
+            await fresh.tick.connect(on_tick)
+            echo.tick.emit(1, "first")
+            await asyncio.wait_for(arrived.wait(), 2)
+        return got
+
+    assert asyncio.run(main()) == [(1, "first")]
 
 
 def test_emission_from_a_method_and_keyword_arguments(client: EchoClient) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from runtime.errors import CallTimeout, Cancelled, ProtocolError, RemoteError
+from runtime.protocol.limits import quote
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +25,17 @@ ErrorFactory = Callable[[str, Mapping[str, Any]], RemoteError]
 """Builds a declared (IDL) error from its message and its fields as they arrived."""
 
 
+_ECHOED: Final = 200
+"""Characters of JSON an error body quotes of the input it refuses; a longer input is quoted cut short."""
+
+
 def _json_safe(value: Any) -> Any:
+    """``value`` as an error body may carry it back: itself when it is short, strict JSON, else a short repr."""
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return quote(value)
+    return value if len(text) <= _ECHOED else quote(value)
 
 
 def describe_validation(exc: ValidationError) -> dict[str, Any]:
@@ -98,7 +104,7 @@ def rebuild(
     the message and the (still encoded) fields. ``where`` names the call, for messages.
     """
     if not isinstance(error, Mapping):
-        return ProtocolError(f"{where}: malformed error reply {error!r}")
+        return ProtocolError(f"{where}: malformed error reply {quote(error)}")
     kind = error.get("kind")
     message = str(error.get("message", ""))
     traceback = str(error.get("traceback", "") or "")
@@ -127,7 +133,7 @@ def rebuild(
         return Cancelled(f"{where}: {message}")
     if kind == "protocol":
         return ProtocolError(f"{where}: {message}")
-    return ProtocolError(f"{where}: error reply of unknown kind {kind!r}: {message}")
+    return ProtocolError(f"{where}: error reply of unknown kind {quote(kind)}: {message}")
 
 
 def _rebuild_validation(error: Mapping[str, Any], where: str) -> Exception:

@@ -1,39 +1,34 @@
-"""Every message, built and read in one place: requests, replies, handshakes, signals, and the registry's.
+"""Every message of a device, built and read in one place: requests, streams, replies, handshakes and signals.
 
 A device message is a header (``runtime.protocol.names``) with its body written by
-``runtime.protocol.wire``; a registry message is one JSON frame. Senders call the
-builders here, receivers the readers, so no other module writes a header by hand.
+``runtime.protocol.wire``; the registry's own messages are in
+``runtime.protocol.registry_messages``. Senders call the builders here, receivers the
+readers, so no other module writes a header by hand.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from runtime.errors import ProtocolError
 from runtime.protocol.error_bodies import ErrorFactory, describe_failure, rebuild
+from runtime.protocol.limits import quote
 from runtime.protocol.names import (
     CANCEL,
     CREDIT,
     CREDITS,
-    EPOCH,
     ERR,
-    ERROR,
     ID,
     ITEM,
     KIND,
-    MESSAGE,
     NAME,
     OK,
-    SEQ,
     SEQUENCE,
     SIGNAL,
     STREAM,
-    SUCCEEDED,
     TIMEOUT,
     VERSION,
     WELCOME,
@@ -45,10 +40,11 @@ from runtime.protocol.wire import (
     Limits,
     Writer,
     check_limits,
+    check_version,
     decode,
     decode_body,
-    decode_header,
     encode,
+    read_header,
     request_id_of,
 )
 from runtime.schema.interface import Interface
@@ -63,18 +59,25 @@ def request(
 ) -> list[Any]:
     """The frames of a request; ``write`` encodes its body (``encode_plain`` where the declared types allow)."""
     header: dict[str, Any] = {V: VERSION, ID: request_id, KIND: kind, NAME: name}
-    if timeout is not None:
+    if timeout is not None and timeout < _LONGEST_TIMEOUT:  # an infinite one is no limit, and JSON has no infinity
         header[TIMEOUT] = timeout
     return write(header, body)
 
 
-class Request:
-    """A request as a server reads it; ``timeout`` is None unless the caller sent a usable one."""
+_LONGEST_TIMEOUT: Final = 1e9
+"""Seconds (about 31 years) beyond which a request's timeout means no limit, on either side."""
 
-    __slots__ = ("body", "header", "kind", "name", "request_id", "timeout")
+
+class Request:
+    """A request as a server reads it; ``timeout`` is None unless the caller sent a usable one.
+
+    ``size`` is the bytes of its message, which a queue of calls counts.
+    """
+
+    __slots__ = ("body", "header", "kind", "name", "request_id", "size", "timeout")
 
     def __init__(
-        self, kind: Any, request_id: Any, name: Any, timeout: float | None, body: Any, header: Any = None
+        self, kind: Any, request_id: Any, name: Any, timeout: float | None, body: Any, header: Any = None, size: int = 0
     ) -> None:
         self.kind = kind
         self.request_id = request_id
@@ -83,6 +86,7 @@ class Request:
         self.body = body
         self.header: dict[str, Any] = header if header is not None else {}
         """The whole header, for what only some kinds carry (``credits``)."""
+        self.size = size
 
 
 class BadRequest(ProtocolError):
@@ -97,16 +101,20 @@ def read_request(frames: Sequence[Frame], limits: Limits) -> Request:
     """The request in ``frames`` (header, then value frames); raises ``BadRequest``."""
     request_id: Any = None
     try:
-        check_limits(frames, limits)
-        header = decode_header(frames[0])
-        request_id = header.get(ID)
+        size = len(frames[0])
+        if len(frames) > 1 or size > limits.max_header_bytes or size > limits.max_bytes:  # else nothing to check
+            size = check_limits(frames, limits)
+        header = read_header(frames[0])
+        request_id = header.get(ID)  # before the version is checked: a refusal carries the id
+        if header.get(V) != VERSION:
+            check_version(header)
         body = decode_body(header, frames)
     except ProtocolError as exc:
         raise BadRequest(str(exc), request_id if request_id is not None else request_id_of(frames[0])) from None
     timeout = header.get(TIMEOUT)
-    if not (isinstance(timeout, int | float) and timeout >= 0):
+    if not (isinstance(timeout, int | float) and 0 <= timeout < _LONGEST_TIMEOUT):  # 10**999 included: no limit
         timeout = None
-    return Request(header.get(KIND), request_id, header.get(NAME), timeout, body, header)
+    return Request(header.get(KIND), request_id, header.get(NAME), timeout, body, header, size)
 
 
 # --- streams and cancellation -------------------------------------------------------------------
@@ -181,7 +189,7 @@ def outcome(kind: Any, body: Any, declared: Mapping[str, ErrorFactory], where: s
         return body
     if kind == ERR:
         raise rebuild(body, declared, where)
-    raise ProtocolError(f"{where}: reply of unknown kind {kind!r}")
+    raise ProtocolError(f"{where}: reply of unknown kind {quote(kind)}")
 
 
 # --- the handshake ----------------------------------------------------------------------------
@@ -239,138 +247,22 @@ def welcome_requested(subscription: bytes) -> bytes | None:
     return None
 
 
+def read_subscription(message: bytes) -> tuple[bool, bytes] | None:
+    """What a message from a publisher's subscriber asks: ``(True, topic)`` to subscribe, ``(False, topic)`` to
+    unsubscribe; None for any other message."""
+    flag = message[:1]
+    if flag == b"\x01":
+        return True, message[1:]
+    if flag == b"\x00":
+        return False, message[1:]
+    return None
+
+
+def longest_subscription(interface: Interface) -> int:
+    """The bytes of the longest subscription a client of ``interface`` sends: a signal's topic or a welcome's."""
+    return 1 + max([len(welcome_topic()), *(len(topic(signal.name)) for signal in interface.signals)])
+
+
 def welcome(token: bytes) -> list[Any]:
     """The frames that answer a welcome subscription."""
     return [token, *encode({V: VERSION, KIND: WELCOME})]
-
-
-# --- the registry -----------------------------------------------------------------------------
-
-
-def _dump(message: dict[str, Any]) -> bytes:
-    """Strict JSON: a NaN or an infinity is an error here, never ``NaN`` on the wire."""
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
-
-
-def registry_request(kind: str, request_id: Any, **fields: Any) -> bytes:
-    """A request to the registry."""
-    return _dump({V: VERSION, ID: request_id, KIND: kind, **fields})
-
-
-def registry_reply(request_id: Any, **fields: Any) -> bytes:
-    """A registry's successful reply."""
-    return _dump({V: VERSION, ID: request_id, SUCCEEDED: True, **fields})
-
-
-_ACK_HEAD: Final = f'{{"{V}":{VERSION},"{ID}":'.encode()
-_ACK_TAIL: Final = f',"{SUCCEEDED}":true}}'.encode()
-
-
-def registry_ack(request_id: Any) -> bytes:
-    """``registry_reply(request_id)``, built around the id alone: a heartbeat's answer, on the registry's hot path."""
-    return _ACK_HEAD + json.dumps(request_id).encode() + _ACK_TAIL
-
-
-def registry_snapshot(request_id: Any, epoch: str, seq: int, **fields: Any) -> bytes:
-    """A registry's successful reply that says which state it reflects (``list``, ``info``): its epoch and seq."""
-    return _dump({V: VERSION, ID: request_id, SUCCEEDED: True, **fields, EPOCH: epoch, SEQ: seq})
-
-
-def registry_error(request_id: Any, code: str, message: str) -> bytes:
-    """A registry's failed reply, with an error code of ``docs/registry.md``."""
-    return _dump({V: VERSION, ID: request_id, SUCCEEDED: False, ERROR: code, MESSAGE: message})
-
-
-def registry_event(epoch: str, seq: int, kind: str, **fields: Any) -> bytes:
-    """A registry's announcement of a change (or a ``beat``)."""
-    return _dump({V: VERSION, EPOCH: epoch, SEQ: seq, KIND: kind, **fields})
-
-
-class RegistryRefusal(Exception):
-    """A registry request refused before any handler saw it, with the reply's code."""
-
-    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-
-
-UNREADABLE: Final = object()
-"""What a request's number too long for Python to read (over 4,300 digits) is read as: no field accepts it."""
-
-
-def _number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return UNREADABLE
-
-
-def read_registry_request(raw: bytes) -> tuple[Any, Any, dict[str, Any]]:
-    """The id, kind and fields of a registry request; raises ``RegistryRefusal``.
-
-    The id is echoed when it can be written back as strict JSON and short (a
-    string of at most ``MAX_ECHOED_ID`` characters, a boolean, an integer, a
-    finite number); otherwise the answer carries ``null``.
-    """
-    try:
-        try:
-            message = json.loads(raw)
-        except ValueError:  # perhaps only a number too long to read: read the rest, to answer with the id
-            message = json.loads(raw, parse_int=_number)
-    except (ValueError, RecursionError):  # RecursionError: nested too deeply; ValueError: not JSON, not UTF-8
-        raise RegistryRefusal("bad-request", "a request is a JSON object") from None
-    if not isinstance(message, dict):
-        raise RegistryRefusal("bad-request", "a request is a JSON object")
-    request_id = message.get(ID)
-    if request_id.__class__ is not int and not _echoable(request_id):
-        request_id = None
-    if message.get(V) != VERSION:
-        raise RegistryRefusal("unsupported-version", f"this registry speaks v={VERSION}", request_id)
-    return request_id, message.get(KIND), message
-
-
-MAX_ECHOED_ID: Final = 1024
-"""The longest string id echoed: an error reply stays small, however many a peer leaves unread."""
-
-
-def _echoable(request_id: Any) -> bool:
-    if isinstance(request_id, float):
-        return math.isfinite(request_id)
-    if isinstance(request_id, str):
-        return len(request_id) <= MAX_ECHOED_ID
-    return request_id is None or isinstance(request_id, int)
-
-
-def read_registry_message(raw: bytes) -> dict[str, Any] | None:
-    """A registry reply or event as a JSON object; None when it is not one."""
-    try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return message if isinstance(message, dict) else None
-
-
-def registry_id(message: Mapping[str, Any]) -> Any:
-    """The request id a registry reply answers."""
-    return message.get(ID)
-
-
-def registry_succeeded(message: Mapping[str, Any]) -> bool:
-    return message.get(SUCCEEDED) is True
-
-
-def registry_failure(message: Mapping[str, Any]) -> tuple[Any, str]:
-    """The error code and message of a failed registry reply."""
-    return message.get(ERROR), str(message.get(MESSAGE, ""))
-
-
-def registry_position(message: Mapping[str, Any]) -> tuple[Any, Any]:
-    """The epoch and seq a ``list`` or ``info`` reply reflects."""
-    return message.get(EPOCH), message.get(SEQ)
-
-
-def registry_event_kind(message: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """The epoch, sequence number and kind of a registry event."""
-    return message.get(EPOCH), message.get(SEQ), message.get(KIND)

@@ -20,7 +20,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -29,6 +28,9 @@ from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
 from runtime.errors import ProtocolError
+from runtime.protocol.limits import DEFAULT_LIMITS as DEFAULT_LIMITS
+from runtime.protocol.limits import Limits as Limits
+from runtime.protocol.limits import quote
 from runtime.protocol.names import BODY, ID, MARKED, VERSION, V
 from runtime.schema.ndarray import check_dtype
 from runtime.schema.validation import Shape
@@ -38,25 +40,11 @@ _ARRAY: Final = "$a"
 _DTYPE = re.compile(r"[<>|=]?[?biufc][0-9]{0,2}")
 _MAX_DIMS: Final = 32
 _SCALARS = (str, int, float, bool, type(None))
+_NOT_JSON: Final = "NaN and infinities cannot travel: JSON has no such numbers"
 
 Frame = bytes | memoryview | zmq.Frame
 Writer = Callable[[dict[str, Any], Any], list[Any]]
 """How a message is written: ``encode``, or ``encode_plain`` or ``encode_binary`` where the declared type allows."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one message may hold; a larger one gets an error reply instead of being processed."""
-
-    max_frames: int = 1024
-    max_bytes: int = 256 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.max_frames < 1 or self.max_bytes < 1:
-            raise ValueError(f"a message has at least one frame and one byte: {self} allows none")
-
-
-DEFAULT_LIMITS: Final = Limits()
 
 
 class _Encoder:
@@ -69,6 +57,8 @@ class _Encoder:
     def walk(self, value: Any) -> Any:
         kind = type(value)
         if kind in _SCALARS:
+            if kind is float and value - value != 0.0:  # NaN or an infinity: no JSON number
+                raise ValueError(_NOT_JSON)
             return value
         if kind is dict:
             return {self.key(key): self.walk(item) for key, item in value.items()}
@@ -93,6 +83,8 @@ class _Encoder:
         if isinstance(value, np.generic):
             return self.walk(value.item())
         if isinstance(value, str | int | float):  # subclasses of the scalars
+            if isinstance(value, float) and value - value != 0.0:
+                raise ValueError(_NOT_JSON)
             return value
         raise TypeError(f"a value of type {kind.__name__} cannot be sent")
 
@@ -124,15 +116,24 @@ class _Encoder:
 
 
 NO_BODY: Final = object()
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-_loads = json.JSONDecoder().decode
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON: {_NOT_JSON}")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_loads = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 def dump_json(value: Any) -> bytes:
-    """``value`` (plain JSON types only) as UTF-8 JSON, NaN and infinities written as ``json`` writes them.
+    """``value`` as UTF-8 JSON: plain JSON types only, and only finite floats.
 
     pydantic-core writes it; what it refuses (nesting deeper than it goes, a string
-    with a lone surrogate) goes to ``json``, which sends it as before.
+    with a lone surrogate) goes to ``json``, which sends it as before. pydantic-core
+    cannot refuse NaN and the infinities, so its callers see to them: ``encode`` checks
+    every float as it walks a value, and what ``encode_plain`` writes was validated
+    against a declared type, whose floats are finite (``runtime.schema.validation``).
     """
     try:
         return to_json(value, inf_nan_mode="constants")
@@ -141,14 +142,14 @@ def dump_json(value: Any) -> bytes:
 
 
 def _load_json(raw: bytes) -> Any:
-    """The JSON value in ``raw``; raises what ``json`` raises on a bad one.
+    """The JSON value in ``raw``; raises what ``json`` raises on a bad one, and refuses NaN and infinities.
 
     pydantic-core parses it; what it refuses (bad JSON, but also nesting deeper than
     200 or a lone surrogate escape, which ``json`` takes) is handed to ``json``, whose
     verdict and message stand, so both sides accept exactly what they did.
     """
     try:
-        return from_json(raw, cache_strings=False)
+        return from_json(raw, cache_strings=False, allow_inf_nan=False)
     except ValueError:
         return _loads(raw.decode())
 
@@ -166,7 +167,7 @@ def encode(header: dict[str, Any], body: Any = NO_BODY) -> list[Any]:
         if encoder.marked:
             header[MARKED] = 1
         head = dump_json(header)
-    except ValueError as exc:  # circular references
+    except ValueError as exc:  # circular references, NaN or an infinity
         raise TypeError(str(exc)) from None
     except RecursionError:  # a value nested deeper than the stack allows (a hostile echo, say)
         raise TypeError("the value is nested too deeply to send") from None
@@ -174,7 +175,8 @@ def encode(header: dict[str, Any], body: Any = NO_BODY) -> list[Any]:
 
 
 def encode_plain(header: dict[str, Any], body: Any) -> list[Any]:
-    """``encode`` for a body known, from its declared and validated type, to hold only JSON's own types.
+    """``encode`` for a body known, from its declared and validated type, to hold only JSON's own types (and
+    finite floats).
 
     Such a body needs no walk: it is written as it is, in one pass in pydantic-core,
     unless a key starting with ``$`` (which must be escaped) may be in it, which
@@ -202,34 +204,50 @@ WRITERS: Final[dict[Shape, Writer]] = {"plain": encode_plain, "binary": encode_b
 """How a body of each shape is written."""
 
 
-def check_limits(frames: Sequence[Frame], limits: Limits) -> None:
-    """Raise ``ProtocolError`` when a message has too many frames or bytes."""
+def check_limits(frames: Sequence[Frame], limits: Limits) -> int:
+    """The bytes of a message; raises ``ProtocolError`` when it has too many frames or bytes, or too large a header."""
     if len(frames) > limits.max_frames:
         raise ProtocolError(f"message has {len(frames)} frames, more than the limit of {limits.max_frames}")
     total = len(frames[0]) if len(frames) == 1 else sum(map(len, frames))
     if total > limits.max_bytes:
         raise ProtocolError(f"message has {total} bytes, more than the limit of {limits.max_bytes}")
+    if frames and len(frames[0]) > limits.max_header_bytes:
+        raise ProtocolError(too_large_header(len(frames[0]), limits))
+    return total
+
+
+def too_large_header(size: int, limits: Limits) -> str:
+    """Why a header of ``size`` bytes is refused unread."""
+    return f"header has {size} bytes, more than the limit of {limits.max_header_bytes} (send large values as bytes)"
 
 
 _SALVAGE_BYTES: Final = 64 * 1024
+_ID_PREFIX: Final = re.compile(
+    rf'\{{\s*"{V}"\s*:\s*{VERSION}\s*,\s*"{ID}"\s*:\s*(-?[0-9]{{1,19}}|"[^"\\]{{0,128}}")\s*[,}}]'.encode()
+)
+"""A header's opening as every zidl sender writes it, version then id: where the id of a header too large or
+too broken to parse is found."""
 
 
 def request_id_of(frame: Frame) -> Any:
     """The ``id`` in the header of a message refused before its header was read (too large, too many frames).
 
     Answering with the id lets the caller fail at once instead of waiting for its timeout.
-    None when the header is itself large or unreadable.
+    A small header is parsed; a large or unreadable one gives the id at its start, if
+    it opens as zidl's own headers do; else None.
     """
-    if len(frame) > _SALVAGE_BYTES:
-        return None
-    try:
-        return decode_header(frame).get(ID)
-    except ProtocolError:
-        return None
+    if len(frame) <= _SALVAGE_BYTES:
+        try:
+            return read_header(frame).get(ID)
+        except ProtocolError:
+            pass
+    start = bytes(frame.buffer[:256] if isinstance(frame, zmq.Frame) else frame[:256])
+    found = _ID_PREFIX.match(start)
+    return None if found is None else json.loads(found.group(1))
 
 
-def decode_header(frame: Frame) -> dict[str, Any]:
-    """Parse and check the header frame (protocol version, request id)."""
+def read_header(frame: Frame) -> dict[str, Any]:
+    """Parse the header frame into a JSON object, its version not yet checked; raises ``ProtocolError``."""
     raw = frame if type(frame) is bytes else frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
     try:
         header = _load_json(raw)
@@ -239,8 +257,19 @@ def decode_header(frame: Frame) -> dict[str, Any]:
         raise ProtocolError("header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
+    return header
+
+
+def check_version(header: dict[str, Any]) -> None:
+    """Raise ``ProtocolError`` unless the header speaks this protocol's version."""
     if header.get(V) != VERSION:
-        raise ProtocolError(f"protocol version {header.get(V)!r} is not supported (this side speaks {VERSION})")
+        raise ProtocolError(f"protocol version {quote(header.get(V))} is not supported (this side speaks {VERSION})")
+
+
+def decode_header(frame: Frame) -> dict[str, Any]:
+    """Parse and check the header frame (protocol version, request id)."""
+    header = read_header(frame)
+    check_version(header)
     return header
 
 
@@ -259,7 +288,8 @@ def decode(frames: Sequence[Frame], limits: Limits = DEFAULT_LIMITS) -> tuple[di
     """Check limits, parse the header and rebuild the body; raises ``ProtocolError`` on a bad message."""
     if not frames:
         raise ProtocolError("empty message")
-    if len(frames) > 1 or len(frames[0]) > limits.max_bytes:  # one frame within the size limit: nothing to check
+    size = len(frames[0])
+    if len(frames) > 1 or size > limits.max_header_bytes or size > limits.max_bytes:  # else nothing to check
         check_limits(frames, limits)
     header = decode_header(frames[0])
     return header, decode_body(header, frames)
@@ -273,7 +303,9 @@ class _Decoder:
 
     def frame(self, index: Any) -> Frame:
         if type(index) is not int or not 1 <= index < len(self.frames):
-            raise ProtocolError(f"reference to frame {index!r}, but the message has {len(self.frames) - 1} data frames")
+            raise ProtocolError(
+                f"reference to frame {quote(index)}, but the message has {len(self.frames) - 1} data frames"
+            )
         return self.frames[index]
 
     def walk(self, value: Any) -> Any:
@@ -291,27 +323,31 @@ class _Decoder:
         for key, item in value.items():
             if key.startswith("$"):
                 if not key.startswith("$$"):
-                    raise ProtocolError(f"unexpected key {key!r}")
+                    raise ProtocolError(f"unexpected key {quote(key)}")
                 key = key[1:]
             out[key] = self.walk(item)
         return out
 
     def array(self, ref: Any) -> np.ndarray[Any, Any]:
         if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[1], str) and isinstance(ref[2], list)):
-            raise ProtocolError(f"malformed array reference {ref!r}")
+            raise ProtocolError(f"malformed array reference {quote(ref)}")
         index, dtype_text, shape = ref
         if not _DTYPE.fullmatch(dtype_text):
-            raise ProtocolError(f"dtype {dtype_text!r} cannot travel: only numeric and bool dtypes can")
+            raise ProtocolError(f"dtype {quote(dtype_text)} cannot travel: only numeric and bool dtypes can")
         try:
             dtype = np.dtype(dtype_text)
             check_dtype(dtype)
         except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"bad dtype {dtype_text!r}: {exc}") from None
+            raise ProtocolError(f"bad dtype {quote(dtype_text)}: {exc}") from None
         if len(shape) > _MAX_DIMS or not all(type(n) is int and n >= 0 for n in shape):
-            raise ProtocolError(f"bad array shape {shape!r}")
+            raise ProtocolError(f"bad array shape {quote(shape)}")
         frame = self.frame(index)
         buffer: Any = frame.buffer if isinstance(frame, zmq.Frame) else frame
         expected = dtype.itemsize * math.prod(shape)
         if len(buffer) != expected:
-            raise ProtocolError(f"array frame has {len(buffer)} bytes, but {dtype_text} {shape} needs {expected}")
-        return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+            shown = f"{dtype_text} {quote(shape)}"
+            raise ProtocolError(f"array frame has {len(buffer)} bytes, but {shown} needs {expected}")
+        try:
+            return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+        except (ValueError, OverflowError):  # an empty array of dimensions numpy cannot index: [10**30, 0]
+            raise ProtocolError(f"array shape {quote(shape)} is larger than numpy allows") from None

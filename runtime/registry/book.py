@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.protocol.messages import registry_event
 from runtime.protocol.names import ADDED, BEAT, REMOVED
+from runtime.protocol.registry_messages import registry_event
 
 __all__ = ["Book", "Claim", "Entry"]
 

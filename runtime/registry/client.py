@@ -25,7 +25,8 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from runtime.errors import AuthenticationFailed, DeviceNotFound, ProtocolError, RegistryUnavailable
-from runtime.protocol.messages import (
+from runtime.protocol.names import LIST, LOOKUP
+from runtime.protocol.registry_messages import (
     read_registry_message,
     registry_failure,
     registry_id,
@@ -33,7 +34,6 @@ from runtime.protocol.messages import (
     registry_request,
     registry_succeeded,
 )
-from runtime.protocol.names import LIST, LOOKUP
 from runtime.registry.server import DEFAULT_REGISTRY
 from runtime.transport.monitor import MONITOR_EVENTS, Monitor, handshake_failure
 from runtime.transport.security import CurveClient, is_key

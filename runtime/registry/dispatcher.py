@@ -15,8 +15,8 @@ from typing import Any, Final
 
 import zmq
 
-from runtime.protocol.messages import RegistryRefusal, read_registry_request, registry_ack, registry_error
 from runtime.protocol.names import HEARTBEAT
+from runtime.protocol.registry_messages import RegistryRefusal, read_registry_request, registry_ack, registry_error
 from runtime.registry.book import Entry
 
 __all__ = ["MAX_REQUEST_BYTES", "Caller", "Dispatcher", "Handler", "Refused"]

@@ -17,8 +17,8 @@ from typing import Any, Final
 
 import zmq
 
-from runtime.protocol.messages import registry_reply, registry_snapshot
 from runtime.protocol.names import INFO, LIST, LOOKUP, PING, REGISTER, UNREGISTER
+from runtime.protocol.registry_messages import registry_reply, registry_snapshot
 from runtime.registry.backlog import Backlog, SendTracked
 from runtime.registry.book import Book, Claim, Entry
 from runtime.registry.claims import Rules, candidates, read_claim

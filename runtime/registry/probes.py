@@ -20,8 +20,8 @@ from typing import Final
 
 import zmq
 
-from runtime.protocol.messages import registry_request
 from runtime.protocol.names import PING
+from runtime.protocol.registry_messages import registry_request
 from runtime.registry.book import Claim, Entry
 from runtime.registry.dispatcher import MAX_REQUEST_BYTES, Caller
 from runtime.transport.security import CurveClient, CurveServer

@@ -37,14 +37,14 @@ from typing import Any, Final
 
 import zmq
 
-from runtime.protocol.messages import (
+from runtime.protocol.names import HEARTBEAT, REGISTER, UNREGISTER
+from runtime.protocol.registry_messages import (
     read_registry_message,
     registry_failure,
     registry_id,
     registry_request,
     registry_succeeded,
 )
-from runtime.protocol.names import HEARTBEAT, REGISTER, UNREGISTER
 from runtime.transport.addresses import TRANSPORTS, advertised, connectable, host_of
 from runtime.transport.monitor import Monitor
 from runtime.transport.security import CurveClient

@@ -15,14 +15,14 @@ from typing import Any, Literal
 import zmq
 
 from runtime.errors import ProtocolError
-from runtime.protocol.messages import (
+from runtime.protocol.names import ADDED, BEAT, INFO, LIST, REMOVED
+from runtime.protocol.registry_messages import (
     registry_event_kind,
     registry_id,
     registry_position,
     registry_request,
     registry_succeeded,
 )
-from runtime.protocol.names import ADDED, BEAT, INFO, LIST, REMOVED
 from runtime.registry.client import DeviceRecord, Listing, parse_reply, registry_address, registry_socket
 from runtime.transport.addresses import connectable, host_of
 from runtime.transport.monitor import Monitor

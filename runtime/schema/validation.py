@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, create_model
 
 from runtime.errors import RemoteError
 from runtime.schema.interface import REQUIRED, FieldSpec, Interface, MethodSpec
@@ -27,7 +27,7 @@ from runtime.schema.types import TypeExpr, parse_type
 _BUILTINS: dict[str, Any] = {
     "bool": bool,
     "int": int,
-    "float": float,
+    "float": FiniteFloat,  # JSON has no NaN or infinity: refused where the value is made (docs/protocol.md)
     "str": str,
     "bytes": bytes,
     "ndarray": NDArray,

@@ -2,6 +2,7 @@
 
 from runtime.server.base import Server
 from runtime.server.current import CallContext, current_call
+from runtime.server.quotas import Usage
 from runtime.server.signal import ServerSignal
 
-__all__ = ["CallContext", "Server", "ServerSignal", "current_call"]
+__all__ = ["CallContext", "Server", "ServerSignal", "Usage", "current_call"]

@@ -26,6 +26,7 @@ from runtime.registry.client import registry_address
 from runtime.schema.validation import InterfaceBound, Tables
 from runtime.server.dispatcher import Dispatcher
 from runtime.server.engine import Engine
+from runtime.server.quotas import Usage
 from runtime.server.signal import ServerSignal
 from runtime.transport.addresses import connectable
 from runtime.transport.security import CurveClient, CurveServer
@@ -210,6 +211,15 @@ class Server(InterfaceBound, abc.ABC):
         return engine.address if engine is not None else None
 
     @property
+    def usage(self) -> Usage | None:
+        """What the running server holds for its peers now (calls, queues, subscriptions, unread replies), else None.
+
+        Each count is bounded by the ``limits=`` it serves with, and falls back once the peers leave.
+        """
+        dispatcher: Dispatcher | None = self.__dict__.get("_zidl_dispatcher")
+        return dispatcher.usage() if dispatcher is not None else None
+
+    @property
     def registered_name(self) -> str | None:
         """The name the registry accepted (``cam-1`` when ``cam`` was taken), else None."""
         engine: Engine | None = self.__dict__.get("_zidl_engine")
@@ -231,7 +241,7 @@ class Server(InterfaceBound, abc.ABC):
         with self.__dict__["_zidl_lock"]:
             if self.__dict__["_zidl_engine"] is not None:
                 raise ZidlError(f"{type(self).__name__} is already serving on {self.address}")
-            engine = Engine(table.interface, address, heartbeat, curve)
+            engine = Engine(table.interface, address, heartbeat, curve, limits)
             dispatcher = Dispatcher(self, table, engine, limits, self._zidl_store)
             if register is not None:
                 engine.register(*register, curve=registry_curve)

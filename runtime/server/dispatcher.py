@@ -4,14 +4,17 @@ A request goes to the handler of its kind; a method or property is found in tabl
 built from the interface description, never by ``getattr`` of a name that came off
 the wire. Serial calls go to the engine, which runs them one at a time in arrival
 order; ``concurrent`` methods and property writes go to a small pool, and a
-``concurrent`` stream to a thread of its own for its whole life. A ``cancel`` finds
-its call in the table of calls in flight, keyed by the sender's identity, so it only
-ever reaches the sender's own calls; a caller whose connection dropped (``gone``) has
-all of its calls cancelled.
+``concurrent`` stream to a thread of its own for its whole life. What each
+connection may have in progress, and what may wait, is bounded
+(``runtime.server.quotas``): a request over a bound gets an error reply with its id
+at once. A ``cancel`` finds its call in the table of calls in flight, keyed by the
+sender's identity, so it only ever reaches the sender's own calls; a caller whose
+connection dropped (``gone``) has all of its calls cancelled.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runtime.protocol.error_bodies import describe_cancelled, describe_protocol
+from runtime.protocol.limits import quote
 from runtime.protocol.messages import (
     BadRequest,
     Request,
@@ -28,18 +32,24 @@ from runtime.protocol.messages import (
     hello_reply_body,
     ok_reply,
     read_request,
+    read_subscription,
+    topic,
     welcome,
     welcome_requested,
 )
 from runtime.protocol.names import CALL, CANCEL, CREDIT, GET, HELLO, SET, STREAM
-from runtime.protocol.wire import Limits
+from runtime.protocol.wire import Limits, request_id_of
 from runtime.schema.validation import Tables
 from runtime.server.engine import Engine
+from runtime.server.publisher import Subscription
+from runtime.server.quotas import Quotas, Usage
 from runtime.server.runners import Call, MethodRunner, PropertyWriter
 from runtime.server.streams import StreamCall, StreamRunner
 
 _STREAM_THREAD_WAIT = 5.0
 """Seconds ``close()`` waits for each concurrent stream's thread, cancelled, to leave its generator."""
+
+logger = logging.getLogger(__name__)
 
 
 class Dispatcher:
@@ -69,6 +79,9 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="zidl-pool")
         self._sequences: dict[str, int] = {}
         self._publish_lock = threading.Lock()
+        self._topics = frozenset(topic(signal.name) for signal in interface.signals)
+        self._quotas = Quotas(limits)
+        self._admit, self._release = self._quotas.admit, self._quotas.release
         self.in_flight: dict[tuple[bytes, Any], Call] = {}
         self._claims = threading.Lock()
         self._stream_threads: set[threading.Thread] = set()
@@ -113,7 +126,7 @@ class Dispatcher:
         kind = request.kind
         handle = self._handlers.get(kind) if isinstance(kind, str) else None
         if handle is None:
-            self._refuse(caller, request.request_id, f"unknown request kind {kind!r}")
+            self._refuse(caller, request.request_id, f"unknown request kind {quote(kind)}")
             return
         handle(me, caller, request)
 
@@ -131,6 +144,7 @@ class Dispatcher:
                     del self.in_flight[call.key]
                 elif call.cancelled:
                     frames = None
+            self._release(call.caller)
         return frames
 
     def gone(self, caller: bytes) -> None:
@@ -138,10 +152,46 @@ class Dispatcher:
         for key in [key for key in list(self.in_flight) if key[0] == caller]:
             self._end(key)
 
-    def subscribed(self, subscription: bytes) -> list[Any] | None:
-        """The answer to a subscription message of the signal publisher: a welcome, when it asks for one."""
+    def forget(self, call: Call) -> None:
+        """``call`` ended (or will never run): it leaves the table of calls in flight and its caller's quota."""
+        with self._claims:
+            if self.in_flight.get(call.key) is call:
+                del self.in_flight[call.key]
+        self._release(call.caller)
+
+    def subscribed(self, subscription: bytes) -> Subscription | None:
+        """What a subscription message to the signal publisher gets: a welcome when it asks for one; a signal's topic
+        applied (or dropped); any other topic nothing."""
         token = welcome_requested(subscription)
-        return None if token is None else welcome(token)
+        if token is not None:
+            return Subscription(token, True, welcome(token))
+        asked = read_subscription(subscription)
+        if asked is None or asked[1] not in self._topics:
+            return None
+        return Subscription(asked[1], asked[0])
+
+    def refused(self, caller: bytes, header: Any, reason: str) -> None:
+        """Answer a message the engine refused over a limit, with the id its header gives, if any."""
+        self._quotas.refusal()
+        self._refuse(caller, request_id_of(header), reason)
+
+    def usage(self) -> Usage:
+        """What the server holds for its peers now (``Server.usage``)."""
+        engine = self._engine
+        calls, callers = self._quotas.in_progress()
+        with engine.turn_lock:
+            backlog, backlog_bytes = len(engine.backlog), engine.backlog.bytes
+        return Usage(
+            calls=calls,
+            callers=callers,
+            backlog=backlog,
+            backlog_bytes=backlog_bytes,
+            pool_waiting=self._quotas.waiting,
+            subscriptions=engine.publisher.subscriptions,
+            unread_bytes=engine.replies.unread,
+            dropped_replies=engine.replies.dropped,
+            refused=self._quotas.refused,
+        )
 
     def close(self) -> None:
         """Let the calls and writes running in the pool end; those still queued never start; streams are cancelled."""
@@ -158,7 +208,6 @@ class Dispatcher:
             sequence = self._sequences.get(name, 0) + 1
             self._sequences[name] = sequence
             self._engine.post(emission(name, sequence, values))
-        self._engine.wake()
 
     # --- the handlers of each request kind ----------------------------------------------------------
 
@@ -169,7 +218,7 @@ class Dispatcher:
         name = request.name
         runner = self._runners.get(name) if isinstance(name, str) else None
         if runner is None:
-            message = f"{self._name} has no method {name!r}"
+            message = f"{self._name} has no method {quote(name)}"
             if isinstance(name, str) and name in self._streams:
                 message += ": it is a stream, opened with a stream request"
             self._refuse(caller, request.request_id, message)
@@ -178,30 +227,44 @@ class Dispatcher:
         if not isinstance(args, dict):
             self._refuse(caller, request.request_id, f"the arguments of {name} are not an object")
             return
+        if not self._admit(caller):
+            self._over_quota(caller, request, runner.oneway, f"{self._limits.max_calls_per_caller} calls in progress")
+            return
         timeout = request.timeout
-        call = Call(caller, request.request_id, runner, args, None if timeout is None else time.monotonic() + timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        call = Call(caller, request.request_id, runner, args, deadline, request.size)
         try:
             self.in_flight[call.key] = call
         except TypeError:  # an id that is a JSON array or object: keyed by its text, apart from any string id
             call.key = (caller, (repr(call.request_id),))
             self.in_flight[call.key] = call
         if runner.concurrent:
-            self._pool.submit(self._engine.run_elsewhere, call)
+            queued = self._quotas.queue(call.size, self._pool.submit, lambda: self._engine.run_elsewhere(call))
         else:
-            self._engine.serial(me, call)
+            queued = self._engine.serial(me, call)
+        if not queued:
+            self.forget(call)
+            self._over_quota(caller, request, runner.oneway, "a full queue of calls waiting to start")
 
     def _stream(self, me: threading.Thread, caller: bytes, request: Request) -> None:
         name = request.name
         runner = self._streams.get(name) if isinstance(name, str) else None
         if runner is None:
             what = "is not a stream: call it" if isinstance(name, str) and name in self._runners else "has no stream"
-            self._refuse(caller, request.request_id, f"{self._name} {what} {name!r}")
+            self._refuse(caller, request.request_id, f"{self._name} {what} {quote(name)}")
             return
         args, credits = request.body, credits_of(request)
         if not isinstance(args, dict) or credits is None:
             self._refuse(caller, request.request_id, f"a request for {name} needs its arguments and its first credit")
             return
-        call = StreamCall(caller, request.request_id, runner, args, request.timeout, credits)
+        most = self._limits.max_concurrent_streams
+        if runner.concurrent and len(self._stream_threads) >= most:
+            self._over_quota(caller, request, False, f"{most} concurrent streams open on the device")
+            return
+        if not self._admit(caller):
+            self._over_quota(caller, request, False, f"{self._limits.max_calls_per_caller} calls in progress")
+            return
+        call = StreamCall(caller, request.request_id, runner, args, request.timeout, credits, request.size)
         try:
             self.in_flight[call.key] = call
         except TypeError:  # an id that is a JSON array or object, as ``_call`` keys it
@@ -211,8 +274,9 @@ class Dispatcher:
             thread = threading.Thread(target=self._run_stream, args=(call,), name=f"zidl-stream-{name}", daemon=True)
             self._stream_threads.add(thread)
             thread.start()
-        else:
-            self._engine.serial(me, call)
+        elif not self._engine.serial(me, call):
+            self.forget(call)
+            self._over_quota(caller, request, False, "a full queue of calls waiting to start")
 
     def _run_stream(self, call: StreamCall) -> None:
         try:
@@ -256,23 +320,38 @@ class Dispatcher:
     def _get(self, me: threading.Thread, caller: bytes, request: Request) -> None:
         name = request.name
         if not isinstance(name, str) or name not in self._properties:
-            self._refuse(caller, request.request_id, f"{self._name} has no property {name!r}")
+            self._refuse(caller, request.request_id, f"{self._name} has no property {quote(name)}")
             return
         self._engine.reply(caller, ok_reply(request.request_id, self._values.get(name)))
 
     def _set(self, me: threading.Thread, caller: bytes, request: Request) -> None:
         name = request.name
         if not isinstance(name, str) or name not in self._properties:
-            self._refuse(caller, request.request_id, f"{self._name} has no property {name!r}")
+            self._refuse(caller, request.request_id, f"{self._name} has no property {quote(name)}")
             return
         writer = self._writers.get(name)
         if writer is None:
             self._refuse(caller, request.request_id, f"property {name} is read-only")
             return
-        self._pool.submit(self._write, caller, writer, request)
+        if not self._admit(caller):
+            self._over_quota(caller, request, False, f"{self._limits.max_calls_per_caller} calls in progress")
+        elif not self._quotas.queue(request.size, self._pool.submit, lambda: self._write(caller, writer, request)):
+            self._release(caller)
+            self._over_quota(caller, request, False, "a full queue of calls waiting to start")
 
     def _write(self, caller: bytes, writer: PropertyWriter, request: Request) -> None:
-        self._engine.reply(caller, writer.write(request.request_id, request.body))
+        try:
+            self._engine.reply(caller, writer.write(request.request_id, request.body))
+        finally:
+            self._release(caller)
+
+    def _over_quota(self, caller: bytes, request: Request, oneway: bool, what: str) -> None:
+        """Refuse a request over a quota (``Limits``): with an error reply, except a oneway call's (logged)."""
+        self._quotas.refusal()
+        if oneway:
+            logger.info("%s: a oneway call of %s was dropped: its caller has %s", self._name, request.name, what)
+            return
+        self._refuse(caller, request.request_id, f"{request.kind} {request.name} refused: {what}; try again later")
 
     def _refuse(self, caller: bytes, request_id: Any, message: str) -> None:
         """Reply with a protocol error: the message broke the protocol or named something unknown."""

@@ -1,7 +1,8 @@
 """The engine of a running server: it owns the sockets and the two I/O threads, and only moves messages.
 
 It hands each request to its ``Handler`` (the dispatcher) and sends what it is given:
-replies to their caller, emissions to the signal publisher. A serial call runs inline
+replies to their caller, emissions to the signal publisher (``runtime.server.publisher``,
+whose thread owns the XPUB). A serial call runs inline
 on the thread that owns the sockets, so that a short call makes no thread hop; during
 a long one the other thread takes the sockets over (``Engine`` explains the handoff).
 """
@@ -13,20 +14,26 @@ import math
 import queue
 import threading
 import time
-from collections import deque
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import zmq
 from zmq import zmq_poll
 
+from runtime.protocol.limits import DEFAULT_LIMITS, Limits
+from runtime.protocol.messages import longest_subscription
 from runtime.registry.registration import Registration
 from runtime.schema.interface import Interface
+from runtime.server.backlog import Backlog
+from runtime.server.handler import Handler
+from runtime.server.intake import configure, drop_rest
+from runtime.server.publisher import Publisher
+from runtime.server.replies import Replies
 from runtime.server.runners import Call
 from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
 from runtime.transport.security import CurveClient, CurveServer, Grant
-from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, send_frames, zmq_errors
+from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, zmq_errors
 
 logger = logging.getLogger(__name__)
 
@@ -38,29 +45,6 @@ _WATCH: Final = 0.1
 sleeping until woken: waking it for every call would add two context switches to each call."""
 _TICK: Final = 0.005
 """How often a watching standby looks for an inline call; a takeover comes at most ``_TICK + _HANDOFF`` late."""
-_SIGNAL_HWM: Final = 10_000
-"""Emissions queued per subscriber before the publisher drops, above libzmq's default of 1000: a burst from a
-call that runs inline reaches the publisher faster than a subscriber's Python callbacks take it. A stalled
-subscriber still loses emissions, counted by ``missed``."""
-
-
-class Handler(Protocol):
-    """What gives the engine's messages their meaning (``runtime.server.dispatcher.Dispatcher``)."""
-
-    def request(self, me: threading.Thread, caller: bytes, message: list[Any]) -> None:
-        """Handle one request of ``caller`` received by ``me``, the thread that owns the sockets."""
-
-    def run(self, call: Call) -> list[Any] | None:
-        """Run an accepted call on this thread: the frames of its reply, or None."""
-
-    def subscribed(self, subscription: bytes) -> list[Any] | None:
-        """The frames to publish in answer to a subscription message, or None."""
-
-    def gone(self, caller: bytes) -> None:
-        """``caller``'s connection dropped (or a message to it could not be delivered): its calls are orphans."""
-
-    def close(self) -> None:
-        """Finish what runs off the I/O threads; their replies are no longer sent."""
 
 
 class Engine:
@@ -94,18 +78,24 @@ class Engine:
     """Set by ``start``."""
 
     def __init__(
-        self, interface: Interface, address: str, heartbeat: Heartbeat, curve: CurveServer | None = None
+        self,
+        interface: Interface,
+        address: str,
+        heartbeat: Heartbeat,
+        curve: CurveServer | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.interface = interface
         self.curve = curve
+        self.limits = limits
         self.grant: Grant | None = None
         self.router = make_socket(zmq.ROUTER, heartbeat)
-        self.xpub = make_socket(zmq.XPUB)
+        self.xpub = make_socket(zmq.XPUB, heartbeat)
         try:
             with zmq_errors(f"serving on {address}"):
-                self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a message to a caller gone fails: see ``_send``
-                self.xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-                self.xpub.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
+                self.replies = Replies(self.router, limits, self._gone)
+                configure(self.router, limits)
+                Publisher.configure(self.xpub, longest_subscription(interface))
                 if curve is not None:
                     self.grant = curve.secure(self.router, self.xpub)
             self.address = bind(self.router, address)
@@ -117,7 +107,7 @@ class Engine:
             if self.grant is not None:
                 self.grant.close()
             raise
-        self.outbox: queue.SimpleQueue[tuple[bytes | None, list[Any]]] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[tuple[bytes, list[Any]]] = queue.SimpleQueue()
         self.waker = Waker()
         self.stopping = threading.Event()
         self.registration: Registration | None = None
@@ -133,9 +123,11 @@ class Engine:
         self.inline: float | None = None
         """When the serial call the leader runs inline started (monotonic), or None."""
         self.serial_busy = False
-        self.backlog: deque[Call] = deque()
+        self.backlog = Backlog(limits)
         self.standby_asleep = False
         self.watch_until = 0.0
+        self.publisher: Publisher
+        """Set by ``start``, with the handler that judges subscriptions; its thread owns the XPUB from then on."""
 
     def register(self, registry: str, name: str, advertise: str | None, curve: CurveClient | None = None) -> None:
         """Keep the device registered as ``name`` while serving (driven by the I/O thread)."""
@@ -162,7 +154,9 @@ class Engine:
     def start(self, handler: Handler) -> None:
         """Start serving, handing each request to ``handler``."""
         self.handler = handler
-        for sock in (self.callers.socket, self.router, self.xpub, self.waker.fileno()):
+        self.publisher = Publisher(self.xpub, handler.subscribed)
+        self.publisher.start()
+        for sock in (self.callers.socket, self.router, self.waker.fileno()):
             self.poller.register(sock, zmq.POLLIN)
         if self.registration is not None:
             self.poller.register(self.registration.socket, zmq.POLLIN)
@@ -185,6 +179,7 @@ class Engine:
             if thread is not threading.current_thread():
                 thread.join()
         self.handler.close()  # before the waker closes: what still runs replies through it
+        self.publisher.close()  # after the handler: what still ran may have emitted
         self.waker.close()
         if self.systemd is not None:
             self.systemd.notify("STOPPING=1")
@@ -194,12 +189,15 @@ class Engine:
 
     # --- what the handler asks of the engine ----------------------------------------------------
 
-    def serial(self, me: threading.Thread, call: Call) -> None:
-        """Run a serial call inline on ``me``, the leader, or put it in the backlog when another one is running."""
+    def serial(self, me: threading.Thread, call: Call) -> bool:
+        """Run a serial call inline on ``me``, the leader, or put it in the backlog when another one is running.
+
+        False, and nothing done, when the backlog is full (``Limits.max_backlog``, ``max_backlog_bytes``; a backlog
+        holding nothing takes any call).
+        """
         with self.turn_lock:
             if self.serial_busy:
-                self.backlog.append(call)
-                return
+                return self.backlog.offer(call)
             self.serial_busy = True
             self.inline = now = time.monotonic()
             self.watch_until = now + _WATCH
@@ -215,6 +213,7 @@ class Engine:
                     self.serial_busy = False
         if frames is not None:
             self.reply(call.caller, frames)
+        return True
 
     def run_elsewhere(self, call: Call) -> None:
         """Run a call on a thread that does not own the sockets; its reply goes through the outbox."""
@@ -226,23 +225,15 @@ class Engine:
         """Send a reply from any thread: at once from the socket owner, else through the outbox."""
         if self.leader is threading.current_thread():
             if not self.outbox.empty():
-                self._flush()  # what the call emitted goes first, as it would through the outbox
-            self._send(self.router, [caller, *frames])
+                self._flush()  # replies queued before this one go first
+            self.replies.send(caller, frames)
         else:
             self.outbox.put((caller, frames))
             self.waker.wake()
 
     def post(self, frames: list[Any]) -> None:
-        """Queue an emission from any thread; the socket owner publishes it before it next polls (see ``wake``)."""
-        self.outbox.put((None, frames))
-
-    def wake(self) -> None:
-        """Wake the socket owner for what was posted, unless this thread owns the sockets.
-
-        Called after the post: a leader deposed meanwhile left it to the new one, which flushes first.
-        """
-        if self.leader is not threading.current_thread():
-            self.waker.wake()
+        """Queue an emission from any thread, for the publisher's thread to send in the order queued."""
+        self.publisher.post(frames)
 
     # --- the two engine threads ---------------------------------------------------------------------
 
@@ -281,16 +272,17 @@ class Engine:
     def _lead(self, me: threading.Thread) -> None:
         """Serve the sockets until the engine stops or the standby takes them over during an inline call."""
         registration = self.registration
-        router, xpub, waker_fd, outbox = self.router, self.xpub, self.waker.fileno(), self.outbox
+        router, waker_fd, outbox, replies = self.router, self.waker.fileno(), self.outbox, self.replies
         connections, sources = self.callers.socket, self.callers.sources
         items = self.poller.sockets  # handed straight to ``zmq.zmq_poll``: ``zmq.Poller`` adds Python frames
-        stopping = self.stopping.is_set
-        handle = self.handler.request
+        limits, stopping = self.limits, self.stopping.is_set
+        max_header, max_bytes, max_frames = limits.max_header_bytes, limits.max_bytes, limits.max_frames
+        handle, refuse = self.handler.request, self.handler.refused
         try:
             while self.leader is me and not stopping():
                 if not outbox.empty():
                     self._flush()
-                if registration is None and self.systemd is None:
+                if registration is None and self.systemd is None and not replies.unread:
                     timeout = -1
                 else:
                     due = self._next_timer(registration)
@@ -303,27 +295,36 @@ class Engine:
                         self.waker.drain()
                     if connections in ready:  # before the ROUTER: see ``runtime.transport.callers``
                         for gone in self.callers.dropped():
-                            self.handler.gone(gone)
+                            self._gone(gone)
                     if router in ready:
                         # the one request the poll said is waiting; the next poll (level-triggered) finds the
                         # others, where reading on until a read finds none would raise once per turn
                         try:
-                            # the caller's identity and the header copied, the value frames not (as ``recv_frames``
-                            # does, written out here)
+                            # the identity and the header copied, the value frames not (as ``recv_frames``, written
+                            # out here); the limits checked as the frames come (``runtime.server.intake``)
                             frame = router.recv(NOBLOCK, copy=False)
                             caller = frame.bytes
                             if caller not in sources:
                                 self.callers.note(caller, frame)
-                            message: list[Any] = []
-                            while frame.more:
+                            if frame.more:
                                 frame = router.recv(copy=False)
-                                message.append(frame if message else frame.bytes)
-                            if message:
-                                handle(me, caller, message)
+                                if len(frame) > max_header:
+                                    refuse(caller, frame, drop_rest(router, frame, frame, 1, len(frame), limits))
+                                else:
+                                    message: list[Any] = [frame.bytes]
+                                    size = len(message[0])
+                                    while frame.more:
+                                        frame = router.recv(copy=False)
+                                        message.append(frame)
+                                        size += len(frame)
+                                        if size > max_bytes or len(message) > max_frames:
+                                            head, count = message[0], len(message)
+                                            refuse(caller, head, drop_rest(router, head, frame, count, size, limits))
+                                            break
+                                    else:
+                                        handle(me, caller, message)
                         except Exception:
                             logger.exception("a request could not be handled")
-                    if xpub in ready and self.leader is me:
-                        self._subscriptions()
                 except zmq.ContextTerminated:
                     raise
                 except Exception:  # one bad message never stops the server
@@ -333,10 +334,12 @@ class Engine:
             self.stopping.set()
 
     def _next_timer(self, registration: Registration | None) -> int | None:
-        """Milliseconds until the registration or the systemd watchdog next needs the loop, or None."""
+        """Milliseconds until the registration, the systemd watchdog or the count of unread replies next needs the
+        loop (each does what is due first), or None."""
         due = min(
             registration.tick() if registration is not None else math.inf,
             self.systemd.tick() if self.systemd is not None else math.inf,
+            self.replies.tick() if self.replies.unread else math.inf,
             3600.0,
         )
         return None if due == 3600.0 else int(due * 1000) + 1
@@ -346,46 +349,31 @@ class Engine:
         if self.registration is not None:
             self.registration.close()
         self.callers.close()
-        self.router.close(linger=0)
-        self.xpub.close(linger=0)
+        self.router.close(linger=0)  # the publisher's thread closes the XPUB
 
     def _drain_backlog(self) -> None:
         """In a deposed thread: run the serial calls that arrived during its call, in order, then stand by."""
         while True:
             with self.turn:
-                if not self.backlog:
+                call = self.backlog.take()
+                if call is None:
                     self.serial_busy = False
                     return
-                call = self.backlog.popleft()
             self.run_elsewhere(call)
 
     def _flush(self) -> None:
         while not self.outbox.empty():
             caller, frames = self.outbox.get_nowait()
-            if caller is None:
-                self._send(self.xpub, frames)
-            else:
-                self._send(self.router, [caller, *frames])
+            self.replies.send(caller, frames)
 
-    def _send(self, sock: zmq.Socket[bytes], frames: list[Any]) -> None:
-        try:
-            send_frames(sock, frames, NOBLOCK)
-        except zmq.Again:
-            logger.warning("dropped a message: the peer is not reading (high-water mark)")
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH and sock is self.router:  # the caller is gone: nobody to reply to
-                logger.debug("a caller went away before its reply")
-                self.callers.forget(frames[0])
-                self.handler.gone(frames[0])
-            else:
-                logger.warning("could not send a message: %s", exc)
-
-    def _subscriptions(self) -> None:
-        while True:
-            try:
-                subscription = self.xpub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            answer = self.handler.subscribed(subscription)
-            if answer is not None:
-                send_frames(self.xpub, answer, zmq.NOBLOCK)
+    def _gone(self, caller: bytes) -> None:
+        """``caller``'s connection dropped, or a reply found it gone: its calls are cancelled, and those still in the
+        backlog would reply to nobody, so they never run."""
+        self.callers.forget(caller)
+        self.handler.gone(caller)
+        with self.turn_lock:
+            dropped = self.backlog.drop_caller(caller)
+        for call in dropped:
+            self.handler.forget(call)
+        if dropped:
+            logger.info("dropped %d queued call(s) of a caller that is gone", len(dropped))

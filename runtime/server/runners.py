@@ -41,14 +41,20 @@ class Runner(Protocol):
 class Call:
     """One call accepted from the wire: who asked, under which request id, what runs it, with what, until when.
 
-    ``key`` is its entry in the dispatcher's table of calls in flight. ``cancelled``
-    and ``time_left`` are what the implementation sees through ``runtime.current_call()``.
+    ``key`` is its entry in the dispatcher's table of calls in flight; ``size`` the bytes of its message.
+    ``cancelled`` and ``time_left`` are what the implementation sees through ``runtime.current_call()``.
     """
 
-    __slots__ = ("args", "caller", "cancelled", "deadline", "key", "request_id", "runner")
+    __slots__ = ("args", "caller", "cancelled", "deadline", "key", "request_id", "runner", "size")
 
     def __init__(
-        self, caller: bytes, request_id: Any, runner: Runner, args: dict[str, Any], deadline: float | None
+        self,
+        caller: bytes,
+        request_id: Any,
+        runner: Runner,
+        args: dict[str, Any],
+        deadline: float | None,
+        size: int = 0,
     ) -> None:
         self.caller = caller
         self.request_id = request_id
@@ -57,6 +63,7 @@ class Call:
         self.deadline = deadline
         """When the caller stops waiting (monotonic), or None."""
         self.key: tuple[bytes, Any] = (caller, request_id)
+        self.size = size
         self.cancelled = False
         """Set by the dispatcher when the caller cancels the call or goes away."""
 

@@ -58,8 +58,10 @@ class StreamCall(Call):
         args: dict[str, Any],
         timeout: float | None,
         credit: int,
+        size: int = 0,
     ) -> None:
-        super().__init__(caller, request_id, runner, args, None if timeout is None else time.monotonic() + timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        super().__init__(caller, request_id, runner, args, deadline, size)
         self.timeout = timeout
         """The longest wait of the reader for the next item: each item sent moves the deadline on by it."""
         self.credit = min(credit, MAX_CREDIT)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from runtime.errors import ZidlError
 from runtime.tools import devices
+from runtime.tools.terminal import printable
 from runtime.tools.web import command as web
 
 Command = Callable[[argparse.Namespace], int]
@@ -50,13 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except (devices.UsageError, web.MissingExtra) as exc:
-        print(f"zidl: {exc}", file=sys.stderr)
+        print(printable(f"zidl: {exc}"), file=sys.stderr)
         return 1
-    except (ZidlError, ValidationError) as exc:
-        print(f"zidl: {describe_error(exc)}", file=sys.stderr)
+    except (ZidlError, ValidationError) as exc:  # a remote error's message is the device's own text
+        print(printable(f"zidl: {describe_error(exc)}"), file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:  # a key file that is missing or not a key, a folder that cannot be read
-        print(f"zidl: {exc}", file=sys.stderr)
+        print(printable(f"zidl: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,7 @@ They need no generated code and no code generator: a device describes its
 interface in the handshake (as grpcurl uses reflection), and the public dynamic
 client (``Client.call``, ``get``, ``set``, ``signal``) validates arguments against
 that description before they are sent. A DEVICE is a registered name or an address.
+Whatever came from the network is printed through ``runtime.tools.terminal.printable``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from runtime import (
     write_keypair,
 )
 from runtime.schema.idl_text import to_idl
+from runtime.tools.terminal import printable, printable_lines
 
 CONNECT_TIMEOUT = 3.0
 
@@ -39,10 +41,14 @@ class UsageError(Exception):
     """A mistake on the command line, reported as one line with no traceback."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _value(text: str) -> Any:
-    """A command-line value: JSON when it parses as JSON, else the string itself."""
+    """A command-line value: JSON when it parses as strict JSON (``NaN`` does not), else the string itself."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except ValueError:
         return text
 
@@ -93,9 +99,9 @@ def _plain(value: Any, output: Path | None = None) -> Any:
 def _show(value: Any, *, as_json: bool, output: Path | None = None) -> None:
     plain = _plain(value, output)
     if as_json or not isinstance(plain, str):
-        print(json.dumps(plain, indent=None if as_json else 2))
+        print(json.dumps(plain, indent=None if as_json else 2, allow_nan=False))  # ASCII: nothing to escape
     else:
-        print(plain)
+        print(printable(plain))
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -131,11 +137,12 @@ def _registry_cmd(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     devices = list_devices(registry=args.registry, interface=args.interface, curve=_curve(args))
     if args.json:
-        print(json.dumps([_record(device) for device in devices], indent=2))
+        print(json.dumps([_record(device) for device in devices], indent=2, allow_nan=False))
         return 0
-    rows = [("NAME", "INTERFACE", "VERSION", "ADDRESS", "LAST HEARTBEAT")] + [
+    table = [("NAME", "INTERFACE", "VERSION", "ADDRESS", "LAST HEARTBEAT")] + [
         (d.name, d.interface, str(d.version), d.address, f"{d.last_heartbeat:.1f} s ago") for d in devices
     ]
+    rows = [tuple(printable(cell) for cell in row) for row in table]  # a stranger's registration is printed
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -154,7 +161,7 @@ def _record(device: DeviceRecord) -> dict[str, Any]:
 
 def _describe(args: argparse.Namespace) -> int:
     with _connect(args) as client:
-        print(to_idl(client.interface), end="")
+        print(printable_lines(to_idl(client.interface)), end="")
     return 0
 
 
@@ -192,7 +199,8 @@ def _items(stream: Stream[Any, Any], *, as_json: bool, folder: Path | None) -> N
             plain: Any = f"<{len(item)} bytes written to {path}>"
         else:
             plain = _plain(item)
-        print(json.dumps(plain) if as_json or not isinstance(plain, str) else plain, flush=True)
+        line = json.dumps(plain, allow_nan=False) if as_json or not isinstance(plain, str) else printable(plain)
+        print(line, flush=True)
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -214,7 +222,7 @@ def _watch(args: argparse.Namespace) -> int:
         def on_change(change: str, device: DeviceRecord) -> None:
             stamp = time.strftime("%H:%M:%S")
             where = f"{device.interface} v{device.version} {device.address}"
-            print(f"{stamp} {change:<7} {device.name} {where}", flush=True)
+            print(printable(f"{stamp} {change:<7} {device.name} {where}"), flush=True)
 
         watcher = watch(on_change, registry=args.registry, curve=_curve(args))
         try:
@@ -228,14 +236,14 @@ def _watch(args: argparse.Namespace) -> int:
 
         def printer(name: str) -> Any:
             def show(*values: Any) -> None:
-                rendered = " ".join(json.dumps(_plain(value)) for value in values)
-                print(f"{time.strftime('%H:%M:%S')} {name} {rendered}", flush=True)
+                rendered = " ".join(json.dumps(_plain(value), allow_nan=False) for value in values)
+                print(printable(f"{time.strftime('%H:%M:%S')} {name} {rendered}"), flush=True)
 
             return show
 
         for signal in signals:
             signal.connect(printer(signal.name))
-        print(f"watching {', '.join(names)} on {args.device}; Ctrl-C stops", file=sys.stderr)
+        print(printable(f"watching {', '.join(names)} on {args.device}; Ctrl-C stops"), file=sys.stderr)
         stop.wait()
     return 0
 

@@ -136,6 +136,18 @@ def send_frames(sock: Socket, frames: list[Any], flags: int = 0) -> None:
     send_frame(sock, frames[-1], int(flags), False)
 
 
+def send_tracked(sock: Socket, frames: list[Any], flags: int = 0) -> zmq.MessageTracker:
+    """``send_frames``, with the last frame shared with libzmq (never copied) and tracked: the tracker is done once
+    libzmq has let go of the message (handed it to the network, or dropped it with its connection)."""
+    more = int(flags) | _SNDMORE
+    for frame in frames[:-1]:
+        send_frame(sock, frame, more, False)
+    last = zmq.Frame(frames[-1], track=True, copy=False)
+    send_frame(sock, last, int(flags), False)
+    tracker: zmq.MessageTracker = last.tracker
+    return tracker
+
+
 class Waker:
     """A byte pipe another thread writes to so that a socket owner blocked in ``zmq.poll`` wakes up."""
 

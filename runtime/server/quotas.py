@@ -1,0 +1,111 @@
+"""Quotas: what each connection may have a running server work on, and what waits for its pool.
+
+A connection (one client thread's socket) may have ``Limits.max_calls_per_caller``
+calls and writes accepted and not yet ended; the pool that runs ``concurrent`` calls
+and writes queues at most ``max_backlog`` of them (``max_backlog_bytes`` of their
+messages). Over a quota the dispatcher refuses the request with an error reply, so a
+greedy peer is told at once and the others are not slowed. ``Usage`` is what a running
+server holds for its peers, as ``Server.usage`` reports it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runtime.protocol.limits import Limits
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a running server holds for its peers at one moment; every count falls back to 0 once they leave."""
+
+    calls: int
+    """Calls and property writes accepted and not yet ended, of every connection."""
+    callers: int
+    """Connections with any of those."""
+    backlog: int
+    """Serial calls waiting behind the one that runs."""
+    backlog_bytes: int
+    """The bytes of their messages."""
+    pool_waiting: int
+    """``concurrent`` calls and property writes waiting for a pool thread."""
+    subscriptions: int
+    """Signal subscriptions the publisher applies (one per subscribed connection and signal)."""
+    unread_bytes: int
+    """Bytes of large replies still queued for connections that have not read them."""
+    dropped_replies: int
+    """Replies dropped since the server started because their connection read too little of what it was sent."""
+    refused: int
+    """Requests refused over a limit since the server started."""
+
+
+class Quotas:
+    """Counts each connection's requests in progress and the pool's queue; safe from any thread."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._per_caller = limits.max_calls_per_caller
+        self._most_waiting = limits.max_backlog
+        self._most_waiting_bytes = limits.max_backlog_bytes
+        self._lock = threading.Lock()
+        self._held: dict[bytes, list[None]] = {}
+        self.waiting = 0
+        self.waiting_bytes = 0
+        self.refused = 0
+
+    def admit(self, caller: bytes) -> bool:
+        """Count one more request in progress for ``caller``; False, and nothing counted, when it has its quota.
+
+        Called for every request, so without a lock: a caller's requests in progress are the tokens of a list,
+        changed only by single dict and list operations, which the GIL makes atomic. A release racing an admit
+        can lose a token (the count falls one short, a bound one looser), never add one.
+        """
+        held = self._held.get(caller)
+        if held is None:
+            held = self._held.setdefault(caller, [])
+        if len(held) >= self._per_caller:
+            return False
+        held.append(None)
+        return True
+
+    def release(self, caller: bytes) -> None:
+        """One request of ``caller`` ended (answered, failed, or dropped unanswered)."""
+        held = self._held.get(caller)
+        if held:
+            try:
+                held.pop()
+            except IndexError:  # emptied meanwhile
+                return
+            if not held:
+                self._held.pop(caller, None)
+
+    def queue(self, size: int, submit: Callable[[Callable[[], None]], object], work: Callable[[], None]) -> bool:
+        """Hand ``work`` (from a message of ``size`` bytes) to the pool through ``submit``; False when the pool's
+        queue is full (a queue holding nothing takes any)."""
+        with self._lock:
+            if self.waiting >= self._most_waiting or (
+                self.waiting and self.waiting_bytes + size > self._most_waiting_bytes
+            ):
+                return False
+            self.waiting += 1
+            self.waiting_bytes += size
+
+        def start() -> None:
+            with self._lock:
+                self.waiting -= 1
+                self.waiting_bytes -= size
+            work()
+
+        submit(start)
+        return True
+
+    def refusal(self) -> None:
+        """Count a request refused over a limit (of a message, a quota or a queue)."""
+        with self._lock:
+            self.refused += 1
+
+    def in_progress(self) -> tuple[int, int]:
+        """The requests in progress, and the connections they belong to."""
+        held = list(self._held.values())
+        return sum(map(len, held)), sum(1 for tokens in held if tokens)
