@@ -250,6 +250,7 @@ def test_a_device_that_stops_is_gone_from_the_devices_and_its_websockets_close(w
         _removed(changes, "doomed")
         assert "doomed" not in [device["name"] for device in http.get("/api/devices").json()]
         assert json.loads(events.recv(timeout=5.0))["error"]["type"] == "DeviceGone"
+        assert http.post("/api/devices/echo/methods/add", json={"a": 1}).json() == {"result": 2}  # the rest go on
 
 
 DEVICE = """
