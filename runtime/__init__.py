@@ -1,4 +1,4 @@
-"""zidl's runtime: the one public surface of the transport, clients, servers, signals and errors.
+"""zidl's runtime: the one public surface of the transport, clients, servers, signals, errors and the bridge.
 
 Generated modules import their bases (and ``Stream``, ``AsyncStream``) from here; users
 import the errors, ``NDArray``, ``current_call`` (inside an implementation), the tuning
@@ -6,6 +6,7 @@ knobs (``Heartbeat``, ``Limits``) and the CurveZMQ settings
 (``CurveServer``, ``CurveClient``, ``write_keypair``).
 """
 
+from runtime.bridge import Bridge, BridgeUsage
 from runtime.client import (
     AsyncClient,
     AsyncProperty,
@@ -54,6 +55,8 @@ __all__ = [
     "AsyncSignal",
     "AsyncStream",
     "AuthenticationFailed",
+    "Bridge",
+    "BridgeUsage",
     "CallContext",
     "CallTimeout",
     "Cancelled",

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and used as parameters)
 """Greedy peers against a device, over real sockets: nothing they send exhausts it (issue 14, the device's share).
 
 Each attack runs at a size that takes seconds. Every request with an id is answered
@@ -14,13 +15,18 @@ import os
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import zmq
 from fixtures.echo_device import Echo
 from fixtures.generated.echo import EchoClient
+from fixtures.raw_peers import dealer as _dealer
+from fixtures.raw_peers import eventually as _eventually
+from fixtures.raw_peers import replies as _replies
+from fixtures.raw_peers import request as _request
+from fixtures.raw_peers import sockets  # noqa: F401
 from fixtures.stream_device import Streamer
 
 from runtime import Limits, Usage
@@ -124,54 +130,10 @@ class Reads:
         )
 
 
-@pytest.fixture
-def sockets() -> Iterator[list[zmq.Socket[bytes]]]:
-    """The attacker's raw sockets, closed at the end (a test may close one earlier: the attacker leaves)."""
-    made: list[zmq.Socket[bytes]] = []
-    yield made
-    for sock in made:
-        sock.close(linger=0)
-
-
-def _dealer(sockets: list[zmq.Socket[bytes]], address: str, **options: int) -> zmq.Socket[bytes]:
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    for name, value in options.items():
-        sock.setsockopt(getattr(zmq, name), value)
-    sock.connect(address)
-    sockets.append(sock)
-    return sock
-
-
-def _request(request_id: int, kind: str, name: str | None, body: Any = None, **fields: Any) -> bytes:
-    return json.dumps({"v": 1, "id": request_id, "k": kind, "n": name, "b": body, **fields}).encode()
-
-
-def _replies(sock: zmq.Socket[bytes], count: int) -> dict[Any, dict[str, Any]]:
-    """The next ``count`` replies on ``sock``, by id: each a header."""
-    got: dict[Any, dict[str, Any]] = {}
-    for _ in range(count):
-        assert sock.poll(10_000), f"{len(got)} of {count} replies came"
-        frames = sock.recv_multipart()
-        header = json.loads(frames[0])
-        got[header["id"]] = header
-    return got
-
-
 def _usage(device: Echo) -> Usage:
     usage = device.usage
     assert usage is not None
     return usage
-
-
-def _eventually(what: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``what()`` holds, looking every 20 ms: the device lets go of a peer's records in its own threads."""
-    give_up = time.monotonic() + timeout
-    looked = threading.Event()
-    while not what():
-        assert time.monotonic() < give_up, "not within the time"
-        looked.wait(0.02)
 
 
 def _attack_while_reading(reads: Reads, attack: Callable[[int], None], rounds: int = 400) -> int:
@@ -220,10 +182,10 @@ def test_a_header_over_its_limit_is_refused_unread_with_its_id_and_never_echoed(
     device = Echo()
     with device.running("tcp://127.0.0.1:0") as address:
         attacker = _dealer(sockets, address)
-        huge = "x" * (8 << 20)
+        before, after = _request(0, "call", "echo", {"value": "x" * (8 << 20)}).split(b'"id": 0', 1)
 
-        def attack(n: int) -> None:
-            attacker.send(_request(n, "call", "echo", {"value": huge}))
+        def attack(n: int) -> None:  # the 8 MiB header made once: encoding it each time held this process's GIL
+            attacker.send(b"".join((before, b'"id": %d' % n, after)))
             assert attacker.poll(10_000)
             head, *rest = attacker.recv_multipart()
             reply = json.loads(head)

@@ -15,6 +15,7 @@ WINGS_BELOW = {
     "registry": {"errors", "schema", "transport", "protocol"},
     "client": {"errors", "schema", "transport", "protocol", "registry"},
     "server": {"errors", "schema", "transport", "protocol", "registry"},
+    "bridge": {"errors", "schema", "transport", "protocol", "registry", "server"},
 }
 """What each wing may import (besides itself); the tools and ``runtime/__init__.py`` sit on top of them all."""
 

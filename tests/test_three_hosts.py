@@ -187,11 +187,13 @@ def _remove_etc(etc: Path, made_parent: bool) -> None:
             etc.parent.rmdir()  # the /etc/netns made here, unless a parallel run still uses it
 
 
-def _call_from_client_host(hosts: Hosts, name: str) -> dict[str, Any]:
+def _call_from_client_host(
+    hosts: Hosts, name: str, registry: str = REGISTRY_URL, *extra: str, timeout: float = CLIENT_TIMEOUT
+) -> dict[str, Any]:
     """Run the client on the client host: it waits for ``name``, looks it up, calls it; its JSON report."""
-    args = [str(FIXTURES / "three_hosts_client.py"), "--registry", REGISTRY_URL, "--name", name]
+    args = [str(FIXTURES / "three_hosts_client.py"), "--registry", registry, "--name", name, *extra]
     process = subprocess.Popen(
-        ["ip", "netns", "exec", hosts.client, sys.executable, "-P", *args, "--timeout", str(CLIENT_TIMEOUT)],
+        ["ip", "netns", "exec", hosts.client, sys.executable, "-P", *args, "--timeout", str(timeout)],
         cwd=ROOT,
         env=_env(),
         stdin=subprocess.DEVNULL,
@@ -200,7 +202,7 @@ def _call_from_client_host(hosts: Hosts, name: str) -> dict[str, Any]:
         text=True,
     )
     try:
-        out, err = process.communicate(timeout=PROCESS_TIMEOUT)
+        out, err = process.communicate(timeout=timeout + PROCESS_TIMEOUT - CLIENT_TIMEOUT)
     finally:
         _stop(process)
     lines = out.strip().splitlines()
@@ -244,3 +246,87 @@ def test_advertised_host_name_is_registered_as_given(hosts: Hosts, request: pyte
     assert port > 0
     assert report["connected"] == report["registered"]  # the client reached it by that name
     assert report["position"] == {"x": 12.5, "y": -3.0, "z": 4.0}
+
+
+# --- two networks joined by a bridge (issue 16) ---------------------------------------------------
+
+NET_A, NET_B = "10.214.0", "10.215.0"
+A_HOST, A_BRIDGE, B_HOST, B_BRIDGE = f"{NET_A}.1", f"{NET_A}.2", f"{NET_B}.1", f"{NET_B}.2"
+REGISTRY_A, REGISTRY_B = f"tcp://{A_HOST}:5555", f"tcp://{B_HOST}:5555"
+BRIDGED_TIMEOUT = 20.0  # seconds the client waits for the camera in B: three processes start before it is there
+
+
+@pytest.fixture(scope="module")
+def two_networks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Hosts:
+    """Network A (registry A and the camera on one host) and network B (registry B and the client on one host),
+    each on a switch of its own, and a bridge host on both; nothing routes from one network to the other.
+
+    In the ``Hosts`` returned, ``registry`` is network A's host, ``device`` the bridge host, ``client`` network B's.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("making network namespaces needs root")
+    if shutil.which("ip") is None:
+        pytest.skip("no `ip` command (iproute2) to make network namespaces with")
+    prefix = f"zidl2n-{os.getpid()}"
+    rig = Hosts(f"{prefix}-a", f"{prefix}-br", f"{prefix}-b", tmp_path_factory.mktemp("two_networks"))
+    switches = {"a": f"{prefix}-swa", "b": f"{prefix}-swb"}
+    probe = _ip("netns", "add", switches["a"])
+    if probe.returncode != 0:
+        pytest.skip(f"`ip netns add` is not allowed here: {probe.stderr.strip()}")
+    request.addfinalizer(lambda: _remove_namespace(switches["a"]))
+    _must("netns", "add", switches["b"])
+    request.addfinalizer(lambda: _remove_namespace(switches["b"]))
+    for switch in switches.values():
+        _must("-n", switch, "link", "add", "br0", "type", "bridge")
+        _must("-n", switch, "link", "set", "br0", "up")
+    for namespace in (rig.registry, rig.device, rig.client):
+        _must("netns", "add", namespace)
+        request.addfinalizer(functools.partial(_remove_namespace, namespace))
+        _must("-n", namespace, "link", "set", "lo", "up")
+    for namespace, switch, port, link, address in (
+        (rig.registry, switches["a"], "to-a", "eth0", A_HOST),
+        (rig.device, switches["a"], "to-bridge", "eth0", A_BRIDGE),
+        (rig.device, switches["b"], "to-bridge", "eth1", B_BRIDGE),
+        (rig.client, switches["b"], "to-b", "eth0", B_HOST),
+    ):
+        _must("-n", switch, "link", "add", port, "type", "veth", "peer", "name", link, "netns", namespace)
+        _must("-n", switch, "link", "set", port, "master", "br0", "up")
+        _must("-n", namespace, "addr", "add", f"{address}/24", "dev", link)
+        _must("-n", namespace, "link", "set", link, "up")
+    for namespace, url, log in (
+        (rig.registry, REGISTRY_A, "registry-a.log"),
+        (rig.client, REGISTRY_B, "registry-b.log"),
+    ):
+        rig.spawn(namespace, ["-m", "runtime.tools.cli", "registry", "--bind", url], log, request.addfinalizer)
+    return rig
+
+
+def test_a_client_on_network_b_gets_an_image_from_a_camera_on_network_a_through_the_bridge(
+    two_networks: Hosts, request: pytest.FixtureRequest
+) -> None:
+    hosts = two_networks
+    unreachable = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            hosts.client,
+            sys.executable,
+            "-c",
+            f"import socket; socket.create_connection(('{A_HOST}', 5555), 1)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert unreachable.returncode != 0, "network B reaches network A without the bridge"
+    camera = [str(FIXTURES / "two_networks_camera.py"), "--registry", REGISTRY_A, "--name", "cam1"]
+    hosts.spawn(hosts.registry, camera, "camera.log", request.addfinalizer)
+    bridge = ["-m", "runtime.tools.cli", "bridge", "--registry", REGISTRY_A, "--to", REGISTRY_B, "--bind", "tcp://*:0"]
+    hosts.spawn(hosts.device, bridge, "bridge.log", request.addfinalizer)
+    report = _call_from_client_host(hosts, "cam1", REGISTRY_B, "--camera", timeout=BRIDGED_TIMEOUT)
+    host, port = _split(report["registered"])
+    assert host == B_BRIDGE and port > 0, f"registered in B as {report['registered']}, not at the bridge's {B_BRIDGE}"
+    assert report["connected"] == report["registered"]
+    assert report["size"] == 4 + 256 * 4096 and report["head"] == "ffd8ffe0"

@@ -3,7 +3,7 @@
 The ``describe_*`` functions turn an exception into the JSON ``error`` object of a
 reply; ``rebuild`` turns that object back into the exception the caller raises.
 The ``kind`` of an error body is one of ``remote``, ``declared``, ``validation``,
-``protocol``, ``expired`` and ``cancelled`` (``docs/protocol.md``, Errors).
+``protocol``, ``expired``, ``cancelled`` and ``lost`` (``docs/protocol.md``, Errors).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from runtime.errors import CallTimeout, Cancelled, ProtocolError, RemoteError
+from runtime.errors import CallTimeout, Cancelled, ConnectionLost, ProtocolError, RemoteError
 from runtime.protocol.limits import quote
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,11 @@ def describe_cancelled(message: str) -> dict[str, Any]:
     return {"kind": "cancelled", "message": message}
 
 
+def describe_lost(message: str) -> dict[str, Any]:
+    """The reply form of a call whose device went away while it was in flight (a bridge's word for its callers)."""
+    return {"kind": "lost", "message": message}
+
+
 def describe_failure(type_name: str, message: str) -> dict[str, Any]:
     """The reply form of a failure of the server's own, named ``type_name`` (``SerializationError``...)."""
     return {"kind": "remote", "type": type_name, "message": message}
@@ -131,6 +136,8 @@ def rebuild(
         return CallTimeout(f"{where}: {message}")
     if kind == "cancelled":
         return Cancelled(f"{where}: {message}")
+    if kind == "lost":
+        return ConnectionLost(f"{where}: {message}")
     if kind == "protocol":
         return ProtocolError(f"{where}: {message}")
     return ProtocolError(f"{where}: error reply of unknown kind {quote(kind)}: {message}")

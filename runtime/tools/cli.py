@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from runtime.errors import ZidlError
-from runtime.tools import devices
+from runtime.tools import bridging, devices
 from runtime.tools.terminal import printable
 from runtime.tools.web import command as web
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register(commands)
     devices.register(commands)
+    bridging.register(commands)
     web.register(commands)
     return parser
 

@@ -1,0 +1,113 @@
+# ruff: noqa: F811  (pytest fixtures are imported by name and used as parameters)
+"""A greedy peer on B's side exhausts neither the bridge nor, through it, the device: the device's own bounds apply.
+
+Each test attacks with raw sockets (they send what a zidl client never would) while a
+well-behaved client on B's side goes on being served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+import zmq
+from fixtures.bridging import BIND, BRIDGE_HEARTBEAT, Networks, networks, wait_for_name  # noqa: F401
+from fixtures.echo_device import FAST_HEARTBEAT, Echo
+from fixtures.generated.echo import EchoClient
+from fixtures.raw_peers import dealer, eventually, replies, request, sockets  # noqa: F401
+
+from runtime import Bridge, Limits
+
+LIMITS = Limits(max_bytes=1 << 20, max_header_bytes=8192, max_calls_per_caller=3)
+
+
+@pytest.fixture
+def device() -> Echo:
+    return Echo()
+
+
+@pytest.fixture
+def bridge(networks: Networks, device: Echo) -> Iterator[Bridge]:
+    with (
+        device.running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT),
+        Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT, limits=LIMITS).running() as running,
+    ):
+        yield running
+
+
+@pytest.fixture
+def address(networks: Networks, bridge: Bridge) -> str:
+    record = wait_for_name(networks.b, "echo")
+    assert record is not None
+    return record.address
+
+
+def test_messages_over_the_limits_are_refused_with_their_id_and_never_reach_the_device(
+    sockets: list[zmq.Socket[bytes]], address: str, device: Echo
+) -> None:
+    peer = dealer(sockets, address)
+    peer.send_multipart([request(1, "call", "echo", {"value": {"$b": 1}}, x=1), b"x" * (2 << 20)])
+    peer.send(request(2, "call", "echo", {"value": "y" * 10_000}))
+    peer.send_multipart([request(3, "call", "echo", {"value": 1}), *[b""] * 2000])
+    got = replies(peer, 3)
+    assert "bytes, more than the limit" in got[1]["b"]["message"]
+    assert "header has" in got[2]["b"]["message"] and "yyyy" not in got[2]["b"]["message"]
+    assert "frames, more than the limit" in got[3]["b"]["message"]
+    usage = device.usage
+    assert usage is not None and usage.refused == 0  # none of it went through
+    with EchoClient.connect(address, timeout=5.0) as client:
+        assert client.echo("fine") == "fine"
+
+
+def test_a_caller_holds_no_more_than_its_quota_while_the_device_is_away(
+    networks: Networks, sockets: list[zmq.Socket[bytes]]
+) -> None:
+    with Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT, limits=LIMITS).running() as bridge:
+        with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
+            record = wait_for_name(networks.b, "echo")
+            assert record is not None
+            peer = dealer(sockets, record.address)
+            peer.send(request(0, "hello", None, {"interface": None, "protocol": 1}))
+            assert replies(peer, 1)[0]["k"] == "ok"
+        assert bridge.wait("echo", present=False)
+        for n in range(1, 6):
+            peer.send(request(n, "call", "add", {"a": n, "b": 0}, t=10.0))
+        refused = replies(peer, 2)  # at once, the device being away
+        assert sorted(refused) == [4, 5] and all(
+            "calls of this connection" in r["b"]["message"] for r in refused.values()
+        )
+        usage = bridge.usage("echo")
+        assert usage is not None and usage.held == 3
+        with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
+            answered = replies(peer, 3)
+        assert {n: r["b"] for n, r in answered.items()} == {1: 1, 2: 2, 3: 3}
+        usage = bridge.usage("echo")
+        assert usage is not None and (usage.held, usage.in_flight) == (0, 0)
+
+
+def test_a_greedy_subscriber_on_b_never_reaches_the_device(
+    sockets: list[zmq.Socket[bytes]], address: str, device: Echo
+) -> None:
+    peer = dealer(sockets, address)
+    peer.send(request(1, "hello", None, {"interface": None, "protocol": 1}))
+    signals = replies(peer, 1)[1]["b"]["signals"]
+    attacker = dealer(sockets, signals, zmq.XSUB)
+    for _ in range(20_000):  # random topics, none the interface's
+        attacker.send(b"\x01" + os.urandom(16).hex().encode())
+    for _ in range(3000):  # welcomes never unsubscribed
+        attacker.send(b"\x01\x01zidl-welcome:" + os.urandom(8).hex().encode())
+    attacker.send(b"\x01tick\0")
+    with EchoClient.connect(address, timeout=5.0) as listener:
+        arrived = threading.Event()
+        listener.tick.connect(lambda n, label: arrived.set())
+        eventually(lambda: device.usage is not None and device.usage.subscriptions == 1)  # the bridge's one "tick"
+        device.tick.emit(1, "once")
+        assert arrived.wait(5.0)
+        while attacker.poll(5000) and (message := attacker.recv_multipart())[0] != b"tick\0":
+            pass  # the welcomes the device answered
+        assert json.loads(message[1])["s"] == 1  # the attacker's own "tick", through the bridge
+    attacker.close(linger=0)
+    eventually(lambda: device.usage is not None and device.usage.subscriptions == 0)  # both left: nothing is held
