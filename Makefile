@@ -31,7 +31,7 @@ demo: generate
 	$(BIN)/python examples/demo.py
 
 rig: generate
-	$(BIN)/python examples/demo.py --rig
+	$(BIN)/python examples/demo.py --rig $(RIG)
 
 bench: $(STAMP)
 	$(BIN)/python -c 'import Pyro5, msgpack, zerorpc, grpc, grpc_tools' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'

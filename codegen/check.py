@@ -3,8 +3,8 @@
 ``check_file`` looks at one structurally valid file, with the files it imports
 (directly or not), and returns every mistake it finds: names that are not
 identifiers or that the generated code or its bases already use, names declared
-twice, unknown or malformed types, constraints that do not apply, defaults that do
-not fit, and cross-references (``notify``, ``raises``) to nothing.
+twice, unknown or malformed types, constraints that do not apply or contradict each
+other, defaults that do not fit, and cross-references (``notify``, ``raises``) to nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import difflib
 import json
 import keyword
-import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from runtime.schema import BUILTINS, MethodSpec, TypeExpr, TypeSyntaxError, parse_type
 
+from .constraints import constraint_problems
 from .defaults import DefaultChecker, Unchecked
 from .errors import IdlError, Loc, describe
 from .idl_model import ConstrainedType, FieldDecl, IdlFile, ParsedFile
@@ -31,18 +30,6 @@ from .reserved import (
     RESERVED_MODULE_NAMES,
 )
 
-_NUMERIC = frozenset({"int", "float"})
-_SIZED = frozenset({"str", "bytes", "list", "dict", "tuple"})
-_APPLIES_TO = {
-    "ge": (_NUMERIC, "int and float"),
-    "gt": (_NUMERIC, "int and float"),
-    "le": (_NUMERIC, "int and float"),
-    "lt": (_NUMERIC, "int and float"),
-    "multiple_of": (_NUMERIC, "int and float"),
-    "min_length": (_SIZED, "str, bytes, list, dict and tuple"),
-    "max_length": (_SIZED, "str, bytes, list, dict and tuple"),
-    "pattern": (frozenset({"str"}), "str"),
-}
 _QUOTE_HINT = '; inside {...}, quote a type that has brackets, e.g. {type: "tuple[int, int]"}'
 
 
@@ -254,33 +241,10 @@ class _Checker:
         return expr
 
     def check_constraints(self, loc: Loc, expr: TypeExpr | None, constraints: Mapping[str, Any]) -> bool:
-        ok = True
-        for name, value in constraints.items():
-            where = (*loc, name)
-            kinds, described = _APPLIES_TO[name]
-            if expr is not None and expr.base.kind not in kinds:
-                self.error(
-                    where,
-                    f"constraint '{name}' does not apply to type {expr} of {describe(loc)}; "
-                    f"'{name}' is for {described}",
-                )
-                ok = False
-            elif isinstance(value, float) and not math.isfinite(value):
-                self.error(where, f"'{name}' of {describe(loc)} must be a finite number, not {value}")
-                ok = False
-            elif name in ("min_length", "max_length") and value < 0:
-                self.error(where, f"'{name}' of {describe(loc)} must be 0 or more, not {value}")
-                ok = False
-            elif name == "multiple_of" and value <= 0:
-                self.error(where, f"'multiple_of' of {describe(loc)} must be positive, not {value}")
-                ok = False
-            elif name == "pattern":
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    self.error(where, f"'pattern' of {describe(loc)} is not a valid regular expression: {exc}")
-                    ok = False
-        return ok
+        problems = constraint_problems(describe(loc), expr, constraints)
+        for name, message in problems:
+            self.error((*loc, name), message)
+        return not problems
 
     # properties, signals, methods
 

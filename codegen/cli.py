@@ -33,10 +33,12 @@ def _paths(args: argparse.Namespace) -> list[Path]:
 def _generate(args: argparse.Namespace) -> int:
     from .generate import generate
 
-    written = generate(_paths(args), Path(args.output))
-    for path in written:
+    output = generate(_paths(args), Path(args.output), force=args.force)
+    for path in output.written:
         print(f"wrote {path}")
-    if not written:
+    for path in output.removed:
+        print(f"removed {path} (its IDL file is gone)")
+    if not output.written and not output.removed:
         print(f"{args.output} is up to date")
     return 0
 
@@ -79,10 +81,19 @@ def register(commands: Any) -> None:
     gen = commands.add_parser(
         "generate",
         help="generate Python modules from IDL files",
-        description="Check IDL files and generate one typed module per file (nothing is written if any has an error).",
+        description=(
+            "Check IDL files and generate one typed module per file (nothing is written if any has an error)."
+            " Only files zidl wrote (their first line is its header) are overwritten, and its modules"
+            " whose IDL file is gone are removed."
+        ),
     )
     gen.add_argument("paths", nargs="*", metavar="PATH", help="IDL files or folders (default: idl/)")
     gen.add_argument("-o", "--output", default="generated", help="package folder to write (default: generated/)")
+    gen.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite files in the way that zidl did not write (by default they are refused)",
+    )
     gen.set_defaults(run=_reported("generate", _generate))
 
     check = commands.add_parser(

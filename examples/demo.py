@@ -2,6 +2,12 @@
 
     python examples/demo.py            # run one scan of 36 positions, print a summary, stop everything
     python examples/demo.py --rig      # start the rig and the web view, and leave them running until Ctrl-C
+    python examples/demo.py --rig --bind '*'   # the same, reachable from other hosts (unauthenticated!)
+
+The devices bind the loopback unless ``--bind`` names another host. Bound to every
+interface (``*``), they register this host's IP address (or ``--advertise``), which
+other hosts can reach, rather than a host name they may not resolve. The registry is
+``--registry``, else ``$ZIDL_REGISTRY``; the rig starts one there unless one answers.
 
 Every process it starts is stopped on success, on error and on Ctrl-C. The progress
 bar is drawn from the scan's stream (`run_scan` yields after each position). Ctrl-C
@@ -28,9 +34,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
+from zidl_devices.controller import ControllerClient, ScanSummary
 
-from generated.controller import ControllerClient, ScanSummary
-from runtime import ZidlError, list_devices
+from runtime import RegistryUnavailable, ZidlError, list_devices
+from runtime.transport.addresses import WILDCARD_HOSTS, endpoint, split_tcp, tcp
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -48,13 +55,25 @@ class Rig:
     """The rig's processes: started together, stopped together."""
 
     def __init__(
-        self, registry: str, *, camera_options: Sequence[str] = (), quiet: bool = True, web: str | None = None
+        self,
+        registry: str,
+        *,
+        camera_options: Sequence[str] = (),
+        quiet: bool = True,
+        host: str = "127.0.0.1",
+        advertise: str | None = None,
+        web: str | None = None,
     ) -> None:
         self.registry = registry
         self.camera_options = list(camera_options)
         self.quiet = quiet
         self.web = web
         """Where `zidl web` serves the rig (HOST:PORT), or None for no web view."""
+        self.host = host
+        """Where the rig's processes bind: the loopback, an address of this host's, or ``*`` for every interface."""
+        self.device_options = ["--bind", tcp(host, "0")]
+        if host in WILDCARD_HOSTS:
+            self.device_options += ["--advertise", advertise or reachable_ip(registry)]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
@@ -69,11 +88,17 @@ class Rig:
         )
 
     def start(self) -> None:
-        self._start("registry", "-m", "runtime.tools.cli", "registry", "--bind", self.registry)
-        self._start("stage", str(HERE / "dummy_cnc.py"), "--name", "stage")
+        """The registry, unless one answers at its address already, and the devices."""
+        try:
+            list_devices(registry=self.registry, timeout=0.5)
+        except RegistryUnavailable:
+            port = (split_tcp(self.registry) or ("", "5555"))[1]
+            self._start("registry", "-m", "runtime.tools.cli", "registry", "--bind", tcp(self.host, port))
+        devices = self.device_options
+        self._start("stage", str(HERE / "dummy_cnc.py"), "--name", "stage", *devices)
         for name in ("cam1", "cam2"):
-            self._start(name, str(HERE / "dummy_camera.py"), "--name", name, *self.camera_options)
-        self._start("controller", str(HERE / "scan_controller.py"), "--name", "controller")
+            self._start(name, str(HERE / "dummy_camera.py"), "--name", name, *devices, *self.camera_options)
+        self._start("controller", str(HERE / "scan_controller.py"), "--name", "controller", *devices)
         if self.web is not None:
             self._start("web", "-m", "runtime.tools.cli", "web", "--bind", self.web, "--registry", self.registry)
 
@@ -120,11 +145,34 @@ class Rig:
                     process.wait()
 
 
+def reachable_ip(registry: str) -> str:
+    """This host's IP address as other hosts reach it: the source address of its route to the registry, or for a
+    registry on this host of its default route (a UDP socket's connect picks the route and sends nothing)."""
+    host = (split_tcp(registry) or ("",))[0].strip("[]")
+    local = not host or host.startswith("127.") or host in ("localhost", "::1")
+    towards = "198.51.100.1" if local else host  # an address of RFC 5737's, never reached: only its route counts
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in towards else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((towards, 9))
+            ip: str = probe.getsockname()[0]
+    except OSError as exc:
+        raise RuntimeError(
+            f"no route from this host to find the address others reach it at ({exc}): give --advertise"
+        ) from exc
+    return ip
+
+
 @contextmanager
 def running_rig(
-    registry: str, *, camera_options: Sequence[str] = (), quiet: bool = True, web: str | None = None
+    registry: str,
+    *,
+    camera_options: Sequence[str] = (),
+    quiet: bool = True,
+    host: str = "127.0.0.1",
+    advertise: str | None = None,
+    web: str | None = None,
 ) -> Iterator[Rig]:
-    rig = Rig(registry, camera_options=camera_options, quiet=quiet, web=web)
+    rig = Rig(registry, camera_options=camera_options, quiet=quiet, host=host, advertise=advertise, web=web)
     try:
         rig.start()
         rig.wait_ready()
@@ -177,7 +225,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Run the demo rig.")
     parser.add_argument("--rig", action="store_true", help="start the rig and leave it running until Ctrl-C")
     parser.add_argument(
-        "--registry", default=None, help="registry address (default: a free port; tcp://127.0.0.1:5555 with --rig)"
+        "--registry",
+        default=None,
+        help="registry address (default: $ZIDL_REGISTRY, else a free port; with --rig tcp://127.0.0.1:5555)",
+    )
+    parser.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the host the rig binds (default 127.0.0.1; '*' for every interface: other hosts can reach it)",
+    )
+    parser.add_argument(
+        "--advertise", default=None, metavar="IP", help="with --bind '*': the address to register (default: found)"
     )
     parser.add_argument("--positions", type=int, default=36, help="stops round the circle (default 36)")
     parser.add_argument("--output", type=Path, default=ROOT / "demo-output", help="dataset root (default demo-output/)")
@@ -186,11 +245,14 @@ def main() -> int:
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the rig as Ctrl-C does
-    registry = args.registry or ("tcp://127.0.0.1:5555" if args.rig else f"tcp://127.0.0.1:{free_port()}")
+    chosen = args.registry or os.environ.get("ZIDL_REGISTRY")
+    registry = endpoint(chosen) if chosen else f"tcp://127.0.0.1:{5555 if args.rig else free_port()}"
     try:
-        print(f"starting the rig (registry {registry})")
-        with running_rig(registry, quiet=not args.rig, web=args.web if args.rig else None) as rig:
-            print(f"  {len(rig.processes)} processes up: registry, {', '.join(DEVICES)}{', web' if rig.web else ''}")
+        print(f"starting the rig (registry {registry}, devices bound on {args.bind})")
+        with running_rig(
+            registry, quiet=not args.rig, host=args.bind, advertise=args.advertise, web=args.web if args.rig else None
+        ) as rig:
+            print(f"  {len(rig.processes)} processes up: {', '.join(rig.processes)}")
             if args.rig:
                 print(f"  the web view: {rig.web_url}")
                 print(f"the rig runs until Ctrl-C; try: ZIDL_REGISTRY={registry} zidl ls")
@@ -201,7 +263,7 @@ def main() -> int:
     except KeyboardInterrupt:
         print("interrupted: the scan was cancelled; every process stopped")
         return 130
-    except (RuntimeError, ZidlError) as exc:
+    except (RuntimeError, ValueError, ZidlError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
 

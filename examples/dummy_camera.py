@@ -9,7 +9,6 @@ By default it follows the stage named by `--stage` through the registry (its
 
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
 import logging
@@ -22,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
+from device_options import device_parser, serving
 from PIL import Image
 from scene import render
+from zidl_devices.camera import CameraBusy, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
+from zidl_devices.cnc import CncClient
 
-from generated.camera import CameraBusy, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
-from generated.cnc import CncClient
 from runtime import NDArray, ZidlError
 
 log = logging.getLogger("dummy_camera")
@@ -144,13 +144,7 @@ class DummyCamera(CameraServer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A dummy camera.")
-    parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
-    parser.add_argument("--name", default="camera", help="name to register under (default camera)")
-    parser.add_argument(
-        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
-    )
-    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
+    parser = device_parser("A dummy camera.", "camera")
     parser.add_argument("--stage", default="stage", help="the stage to follow (default stage); '' follows none")
     parser.add_argument(
         "--images", type=Path, default=os.environ.get("ZIDL_CAMERA_IMAGES"), help="serve these images, cycling"
@@ -168,7 +162,7 @@ def main() -> None:
     )
     if args.stage and args.images is None:
         camera.follow_stage(args.stage, args.registry)
-    camera.serve(args.bind, registry=args.registry, name=args.name, advertise=args.advertise)
+    camera.serve(args.bind, **serving(args))
 
 
 if __name__ == "__main__":

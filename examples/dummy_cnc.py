@@ -7,13 +7,14 @@ python examples/dummy_cnc.py --name stage --registry tcp://127.0.0.1:5555
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import threading
 import time
 
-from generated.cnc import CncServer, OutOfReach, Position
+from device_options import device_parser, serving
+from zidl_devices.cnc import CncServer, OutOfReach, Position
+
 from runtime import current_call
 
 log = logging.getLogger("dummy_cnc")
@@ -76,17 +77,11 @@ class DummyCnc(CncServer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A dummy motion stage.")
-    parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
-    parser.add_argument("--name", default="stage", help="name to register under (default stage)")
-    parser.add_argument(
-        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
-    )
-    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
+    parser = device_parser("A dummy motion stage.", "stage")
     parser.add_argument("--speed", type=float, default=400.0, help="mm per second (default 400)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    DummyCnc(speed=args.speed).serve(args.bind, registry=args.registry, name=args.name, advertise=args.advertise)
+    DummyCnc(speed=args.speed).serve(args.bind, **serving(args))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ is, and `<dataset>/scan.json` records that the scan is incomplete and how far it
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,9 +26,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from generated.camera import AsyncCameraClient, Encoding, GetImageResult
-from generated.cnc import AsyncCncClient
-from generated.controller import ControllerServer, NotReady, ScanProgress, ScanSummary
+from device_options import device_parser, serving
+from zidl_devices.camera import AsyncCameraClient, Encoding, GetImageResult
+from zidl_devices.cnc import AsyncCncClient
+from zidl_devices.controller import ControllerServer, NotReady, ScanProgress, ScanSummary
+
 from runtime import DeviceRecord, ZidlError, current_call, watch
 
 log = logging.getLogger("scan_controller")
@@ -244,19 +245,11 @@ class ScanController(ControllerServer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The scan controller.")
-    parser.add_argument("--bind", default="tcp://*:0", help="address to serve on (default tcp://*:0)")
-    parser.add_argument("--name", default="controller", help="name to register under (default controller)")
-    parser.add_argument(
-        "--registry", default=None, help="registry address (default $ZIDL_REGISTRY or tcp://127.0.0.1:5555)"
-    )
-    parser.add_argument("--advertise", default=None, metavar="HOST", help="host name other computers reach this one at")
+    parser = device_parser("The scan controller.", "controller")
     parser.add_argument("--stage", default="stage", help="the stage to drive (default stage)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    ScanController(registry=args.registry, stage=args.stage).serve(
-        args.bind, registry=args.registry, name=args.name, advertise=args.advertise
-    )
+    ScanController(registry=args.registry, stage=args.stage).serve(args.bind, **serving(args))
 
 
 if __name__ == "__main__":

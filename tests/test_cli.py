@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.echo_device import Echo
+from fixtures.lines import first_line
 from fixtures.still_stage import StillStage
 from fixtures.stream_device import Streamer
 from fixtures.stream_fixtures import stream_address, streamer  # noqa: F401
+from zidl_devices.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
 
 from codegen.load import load_interfaces
-from generated.camera import INTERFACE, CameraClient, CameraMode, CameraServer, Encoding, GetImageResult, ImageInfo
 from runtime import CurveClient, CurveServer, NDArray, Registry
 from runtime.registry import RegistryClient
 from runtime.tools.terminal import printable
@@ -116,6 +119,15 @@ def test_call_get_and_set_by_name_and_by_address(rig: str, tmp_path: Path) -> No
         (("call", "stage", "moveto", "x=abc", "y=1"), "x"),
         (("call", "stage", "moveto", "x=500", "y=1"), "x"),
         (("call", "cam", "get_image", "lores"), "ARG=VALUE"),
+        (("set", "cam", "mode", "fast"), "cam mode: invalid value: Input should be 'still' or 'video' (got 'fast')"),
+        (("call", "stage", "moveto", "x=abc", "y=1"), "stage moveto: invalid argument: x: Input should be a valid"),
+        (("get", "cam", "shutter"), "has no property 'shutter' (its properties: mode,"),
+        (("get", "cam", "mod"), "; did you mean 'mode'?"),
+        (("call", "cam", "get_imag"), "; did you mean 'get_image'?"),
+        (("get", "cma", "mode"), "no device named 'cma' is registered at tcp://127.0.0.1:"),
+        (("get", "cma", "mode"), "; did you mean 'cam'?"),
+        (("get", "qqqqqq", "mode"), "(the registered devices: cam, stage)"),
+        (("ls", "--registry", "nowhere"), "'nowhere' is not an address: give tcp://HOST:PORT (or HOST:PORT)"),
     ],
 )
 def test_mistakes_are_one_line_and_a_failure_status(rig: str, args: tuple[str, ...], expected: str) -> None:
@@ -128,11 +140,59 @@ def test_mistakes_are_one_line_and_a_failure_status(rig: str, args: tuple[str, .
     assert "Traceback" not in result.stderr
 
 
-def test_an_unreachable_registry_fails_quickly() -> None:
-    result = zidl("ls", "--registry", "tcp://127.0.0.1:9", timeout=15.0)
+@pytest.mark.parametrize("command", [("ls",), ("watch",), ("get", "cam", "mode"), ("describe", "cam")])
+def test_every_command_that_needs_the_registry_fails_in_one_line_when_none_answers(command: tuple[str, ...]) -> None:
+    result = zidl(*command, "--registry", "tcp://127.0.0.1:9", timeout=15.0)
     assert result.returncode == 1
-    assert "registry" in result.stderr.lower()
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr == "zidl: no registry answered at tcp://127.0.0.1:9 within 2 s\n"
+
+
+def test_a_registry_given_as_host_and_port_is_a_tcp_address(rig: str) -> None:
+    listed = zidl("ls", "--json", "--registry", rig.removeprefix("tcp://"))
+    assert listed.returncode == 0, listed.stderr
+    assert {device["name"] for device in json.loads(listed.stdout)} == {"cam", "stage"}
+
+
+def test_a_device_given_as_host_and_port_is_a_tcp_address(rig: str) -> None:
+    with TinyCamera().running("tcp://127.0.0.1:0") as address:
+        got = zidl("get", address.removeprefix("tcp://"), "mode")
+    assert (got.returncode, got.stdout) == (0, "still\n"), got.stderr
+
+
+def test_a_port_where_nothing_listens_is_said_at_once() -> None:
+    with socket.socket() as reserved:  # bound and not listening: a connection to it is refused
+        reserved.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{reserved.getsockname()[1]}"
+        result = zidl("get", address, "mode")
+    assert result.returncode == 1
+    assert result.stderr == f"zidl: device at {address}: nothing listens at {address} (connection refused)\n"
+
+
+def test_remote_errors_keep_their_type_declared_or_not() -> None:
+    with Echo().running("tcp://127.0.0.1:0") as address:
+        declared = zidl("call", address, "refuse")
+        undeclared = zidl("call", address, "fail", "message=boom")
+    assert declared.stderr == f"zidl: {address} refuse: Busy: the device is busy (mode='busy')\n"
+    assert undeclared.stderr == f"zidl: {address} fail: ValueError: boom\n"
+
+
+def test_registry_says_where_it_serves_as_it_starts(tmp_path: Path) -> None:
+    events, heartbeats = f"ipc://{tmp_path}/events", f"ipc://{tmp_path}/heartbeats"
+    command = [ZIDL, "registry", "--bind", "127.0.0.1:0", "--events-bind", events, "--heartbeats-bind", heartbeats]
+    registry = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert registry.stderr is not None
+        line = first_line(registry.stderr)
+        assert re.fullmatch(
+            rf"zidl: registry serving at tcp://127\.0\.0\.1:\d+, events at {events}, heartbeats at {heartbeats}\n", line
+        )
+        address = line.split()[4].rstrip(",")
+        with StillStage().running("tcp://127.0.0.1:0", registry=address, name="stage"):
+            listed = zidl("ls", "--json", "--registry", address)
+        assert [device["name"] for device in json.loads(listed.stdout)] == ["stage"]
+    finally:
+        registry.terminate()
+        registry.wait(timeout=10.0)
 
 
 def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
@@ -323,7 +383,8 @@ def test_text_from_the_network_is_printed_with_its_control_characters_escaped(ec
     assert called.stdout == "\\x1b]0;title\\x07ok\\u2028\\u202egnp.exe\\x85\n"
     failed = zidl("call", echo_address, "fail", f"message={json.dumps('boom' + hostile)}")
     assert failed.returncode == 1
-    assert failed.stderr == "zidl: ValueError: boom\\x1b]0;title\\x07ok\n"  # one line: the first of the message
+    expected = f"zidl: {echo_address} fail: ValueError: boom\\x1b]0;title\\x07ok\n"  # the first line of the message
+    assert failed.stderr == expected
 
 
 def test_nan_is_no_json_on_the_command_line_either(echo_address: str) -> None:

@@ -214,6 +214,20 @@ MISTAKES = {
             "dev.yaml:5: constraint 'pattern' does not apply to type int | None of property 'n'; 'pattern' is for str",
         ],
     ),
+    "contradictory_constraints": (
+        "properties:\n  n: {type: int, default: 3, ge: 5, le: 1}\n  x: {type: float, default: 1.0, gt: 2.0, lt: 2.0}\n"
+        "  y: {type: float, default: 2.0, ge: 2.0, le: 2.0}\n  z: {type: float, default: 0.0, gt: 1.0, le: 1.0}\n"
+        "  label: {type: str, default: ab, min_length: 3, max_length: 2}\n",
+        [
+            "dev.yaml:4: constraints of property 'n' contradict each other: 'ge' 5 is above 'le' 1, so no value fits",
+            "dev.yaml:5: constraints of property 'x' contradict each other: "
+            "'gt' 2.0 is at or above 'lt' 2.0, so no value fits",
+            "dev.yaml:7: constraints of property 'z' contradict each other: "
+            "'gt' 1.0 is at or above 'le' 1.0, so no value fits",
+            "dev.yaml:8: constraints of property 'label' contradict each other: "
+            "'min_length' 3 is above 'max_length' 2, so no value fits",
+        ],
+    ),
     "notify_names_no_signal": (
         "properties:\n  mode: {type: int, default: 0, notify: modeChange}\n"
         "signals:\n  modeChanged: {args: {mode: int}}\n",

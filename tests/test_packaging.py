@@ -135,3 +135,46 @@ def test_a_package_generated_outside_the_repository_passes_mypy_strict(tmp_path:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+NEWCOMER_SCRIPT = """
+import sys
+from pathlib import Path
+
+# the project's folder after the installed packages, where an installed project's own path entry comes
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from generated.lamp import LampClient, LampServer
+from zidl_devices.camera import CameraClient  # the bundled devices' modules, under a name of their own
+
+
+class Lamp(LampServer):
+    pass
+
+
+with Lamp().running("tcp://127.0.0.1:0") as address, LampClient.connect(address) as lamp:
+    lamp.on = True
+    print("on" if lamp.on else "off", CameraClient.__module__)
+"""
+
+
+@pytest.mark.parametrize("environment", ["make install", "pip install zidl"])
+def test_a_users_own_generated_package_is_not_shadowed_by_zidls(
+    environment: str, device_venv: Path, tmp_path: Path
+) -> None:
+    """A fresh project generates into its own `generated/` and a script of its imports it (issue 15)."""
+    project = tmp_path / "project"
+    (project / "idl").mkdir(parents=True)
+    (project / "idl" / "lamp.yaml").write_text(
+        "interface: Lamp\nversion: 1\nproperties:\n  on: {type: bool, default: false, writable: true}\n"
+    )
+    zidl = Path(sys.executable).parent / "zidl"
+    subprocess.run([str(zidl), "generate", "idl"], cwd=project, check=True, capture_output=True, timeout=120)
+    (project / "scripts").mkdir()
+    (project / "scripts" / "run.py").write_text(NEWCOMER_SCRIPT)
+    python = sys.executable if environment == "make install" else str(device_venv / "bin" / "python")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [python, "scripts/run.py"], cwd=project, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split() == ["on", "zidl_devices.camera"], result.stderr

@@ -26,8 +26,8 @@ from runtime.registry import (
     lookup_async,
     watch,
 )
-from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import connectable, effective_address
+from runtime.transport.systemd import SystemdNotifier
 
 
 def _registry(**options: Any) -> Registry:

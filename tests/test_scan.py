@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import simplejpeg
 
@@ -18,9 +19,10 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 from demo import Rig, free_port, running_rig, scan  # noqa: E402
 from dummy_cnc import DummyCnc  # noqa: E402
+from zidl_devices.cnc import AsyncCncClient, CncClient  # noqa: E402
+from zidl_devices.controller import ControllerClient, ScanProgress, ScanSummary  # noqa: E402
 
-from generated.cnc import AsyncCncClient, CncClient  # noqa: E402
-from generated.controller import ControllerClient, ScanProgress, ScanSummary  # noqa: E402
+from runtime import Registry, list_devices  # noqa: E402
 
 WIDTH, HEIGHT = 320, 240
 METADATA_KEYS = {"position", "camera", "resolution", "encoding", "rotation", "config", "time"}
@@ -35,6 +37,36 @@ def registry() -> str:
 def small_rig(registry: str) -> Iterator[Rig]:
     with running_rig(registry, camera_options=["--resolution", f"{WIDTH}x{HEIGHT}", "--lag", "100"]) as rig:
         yield rig
+
+
+@pytest.mark.slow
+def test_the_rig_joins_a_registry_that_answers_and_binds_only_the_loopback() -> None:
+    with (
+        Registry().running("tcp://127.0.0.1:0") as registry,
+        running_rig(registry, camera_options=["--resolution", f"{WIDTH}x{HEIGHT}"]) as rig,
+    ):
+        assert sorted(rig.processes) == ["cam1", "cam2", "controller", "stage"]
+        devices = list_devices(registry=registry)
+        assert sorted(device.name for device in devices) == ["cam1", "cam2", "controller", "stage"]
+        assert all(device.address.startswith("tcp://127.0.0.1:") for device in devices)
+        listening = {
+            connection.laddr.ip
+            for process in rig.processes.values()
+            for connection in psutil.Process(process.pid).net_connections("tcp")
+            if connection.status == psutil.CONN_LISTEN
+        }
+        assert listening == {"127.0.0.1"}
+
+
+def test_a_rig_bound_to_every_interface_registers_an_address_other_hosts_reach() -> None:
+    """Its devices are told to advertise an IP (``--advertise``, else this host's route's own), not a host name."""
+    assert Rig("tcp://127.0.0.1:5555", host="*", advertise="192.0.2.7").device_options == [
+        "--bind",
+        "tcp://*:0",
+        "--advertise",
+        "192.0.2.7",
+    ]
+    assert Rig("tcp://127.0.0.1:5555").device_options == ["--bind", "tcp://127.0.0.1:0"]
 
 
 @pytest.mark.slow

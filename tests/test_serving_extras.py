@@ -1,16 +1,21 @@
-"""What a served device offers beyond calls: its accepted name, an advertised host, systemd readiness."""
+"""What a served device offers beyond calls: its accepted name, an advertised host, systemd readiness, a fixed
+signal address; and a client told at once that nothing listens where it connects."""
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fixtures.still_stage import StillStage
+from zidl_devices.cnc import AsyncCncClient, CncClient
 
-from runtime import Registry, list_devices
+from runtime import CallTimeout, Registry, list_devices
 
 
 @pytest.fixture
@@ -61,3 +66,42 @@ def test_serve_reports_ready_and_feeds_the_watchdog_under_systemd(
         pass
     assert message == b"STOPPING=1"
     listener.close()
+
+
+def test_signals_are_published_where_signals_bind_says(tmp_path: Path) -> None:
+    """A fixed signal port for a firewall; an ipc path here, so the test needs no port of its own."""
+    stage = StillStage()
+    with (
+        stage.running("tcp://127.0.0.1:0", signals_bind=f"ipc://{tmp_path}/signals") as address,
+        CncClient.connect(address) as client,
+    ):
+        assert (tmp_path / "signals").is_socket()
+        moves: queue.Queue[tuple[float, float, float]] = queue.Queue()
+        client.positionChanged.connect(lambda x, y, z: moves.put((x, y, z)))
+        stage.positionChanged.emit(1.0, 2.0, 3.0)
+        assert moves.get(timeout=10.0) == (1.0, 2.0, 3.0)
+
+
+@pytest.fixture
+def refusing_address() -> Iterator[str]:
+    """A TCP port bound and not listening: a connection to it is refused."""
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{reserved.getsockname()[1]}"
+
+
+def test_connecting_where_nothing_listens_fails_at_once(refusing_address: str) -> None:
+    began = time.monotonic()
+    with pytest.raises(CallTimeout, match=f"nothing listens at {refusing_address} \\(connection refused\\)"):
+        CncClient.connect(refusing_address, timeout=30.0)
+    assert time.monotonic() - began < 5.0, "the refusal ends the handshake, not its 30 s timeout"
+
+
+def test_an_async_client_connecting_where_nothing_listens_fails_at_once(refusing_address: str) -> None:
+    async def connect() -> None:
+        await AsyncCncClient.connect(refusing_address, timeout=30.0)
+
+    began = time.monotonic()
+    with pytest.raises(CallTimeout, match=f"nothing listens at {refusing_address} \\(connection refused\\)"):
+        asyncio.run(connect())
+    assert time.monotonic() - began < 5.0, "the refusal ends the handshake, not its 30 s timeout"

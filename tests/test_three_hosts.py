@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from generated.cnc import CncServer
+from zidl_devices.cnc import CncServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -95,15 +94,12 @@ class Hosts:
     def spawn(
         self, namespace: str, args: list[str], log: str, finalizer: Callable[[Callable[[], object]], None]
     ) -> subprocess.Popen[bytes]:
-        """Start ``python ARGS`` on ``namespace``, output to ``logs/LOG``; ``finalizer`` registers its end.
-
-        ``-P``: a script's own folder (tests/fixtures has a ``generated`` of its own) does not shadow the bundled one.
-        """
+        """Start ``python ARGS`` on ``namespace``, output to ``logs/LOG``; ``finalizer`` registers its end."""
         path = self.logs / log
         self.log_files.append(path)
         with path.open("wb") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", namespace, sys.executable, "-P", *args],
+                ["ip", "netns", "exec", namespace, sys.executable, *args],
                 cwd=ROOT,
                 env=_env(),
                 stdin=subprocess.DEVNULL,

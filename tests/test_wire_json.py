@@ -16,9 +16,9 @@ from fixtures.echo_device import Echo
 from fixtures.generated.echo import EchoClient
 from fixtures.still_stage import StillStage
 from pydantic import ValidationError
+from zidl_devices.camera import CameraClient, CameraServer, Encoding, GetImageResult, ImageInfo
+from zidl_devices.cnc import Position
 
-from generated.camera import CameraClient, CameraServer, Encoding, GetImageResult, ImageInfo
-from generated.cnc import Position
 from runtime import Client, NDArray, ProtocolError, RemoteError
 from runtime.protocol.messages import request
 from runtime.protocol.wire import decode, encode

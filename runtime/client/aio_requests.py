@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import zmq
 import zmq.asyncio
@@ -36,9 +36,21 @@ from runtime.protocol.wire import Limits, Writer, encode
 from runtime.transport.dealer import make_dealer
 from runtime.transport.monitor import Monitor, handshake_failure
 from runtime.transport.security import CurveClient
-from runtime.transport.sockets import NOBLOCK, Heartbeat, Socket, readable, recv_frames, send_frames, translate
+from runtime.transport.sockets import (
+    NOBLOCK,
+    Heartbeat,
+    Socket,
+    nothing_listens,
+    readable,
+    recv_frames,
+    send_frames,
+    translate,
+)
 
 logger = logging.getLogger(__name__)
+
+_PROBE_AFTER: Final = 0.1
+"""Seconds a first handshake by address waits for its connection before it asks whether anything listens."""
 
 Reply = tuple[Any, Any]
 """A reply's kind and body, as a call's future receives it."""
@@ -247,6 +259,8 @@ class AsyncRequests(ClientCore[SignalT]):
         try:
             async with asyncio.timeout_at(deadline):
                 await self._send_when_connected(frames, reply, kind)
+        except CallTimeout:  # nothing listens there (``_watch``): not the deadline's
+            raise
         except TimeoutError:
             where = self._where(kind, name)
             raise CallTimeout(f"{where}: {self._address} could not be reached within {timeout} s") from None
@@ -265,10 +279,11 @@ class AsyncRequests(ClientCore[SignalT]):
         loop = asyncio.get_running_loop()
         follow = self._locate is not None and kind != HELLO
         ask_again = loop.time() + device_patience(self._timeout)
+        refused = self._refused(kind, self._locate is not None)
         while True:
             tried = self._address
             socket = self._ensure_socket()[1]
-            wait = max(0.0, ask_again - loop.time()) if follow else None
+            wait = max(0.0, ask_again - loop.time()) if follow else _PROBE_AFTER if refused is not None else None
             sending = None
             if self._reconnected.is_set():
                 sending = asyncio.ensure_future(socket.send_multipart(frames, copy=False))  # a Future: no task
@@ -285,6 +300,10 @@ class AsyncRequests(ClientCore[SignalT]):
                 return
             if reply.done():
                 reply.result()  # raises why the connection was refused
+            unsendable = refused is not None and not int(self._ensure_socket()[0].get(zmq.EVENTS)) & zmq.POLLOUT
+            if unsendable and await asyncio.to_thread(nothing_listens, tried):  # once: a connection up costs nothing
+                raise CallTimeout(refused)
+            refused = None
             if follow and tried == self._address and loop.time() >= ask_again:
                 await self._ask_registry(tried)
                 ask_again = loop.time() + device_patience(self._timeout)

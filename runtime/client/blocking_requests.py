@@ -31,7 +31,7 @@ from runtime.protocol.names import CALL, HELLO, OK, STREAM
 from runtime.protocol.wire import Limits, Writer, encode
 from runtime.transport.dealer import make_dealer
 from runtime.transport.security import CurveClient
-from runtime.transport.sockets import NOBLOCK, Heartbeat, recv_frames, send_frames, translate
+from runtime.transport.sockets import NOBLOCK, Heartbeat, nothing_listens, recv_frames, send_frames, translate
 
 logger = logging.getLogger(__name__)
 
@@ -338,6 +338,7 @@ class BlockingRequests(ClientCore[SignalT]):
         name: str | None,
     ) -> None:
         ask_again = time.monotonic() + device_patience(self._timeout)
+        probed = False
         while True:
             dropped = connection.monitor.dropped  # then only a new connection's handshake lets the message go
             if not dropped:
@@ -350,10 +351,15 @@ class BlockingRequests(ClientCore[SignalT]):
             wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if wait <= 0:
                 raise CallTimeout(f"{where}: {connection.address} could not be reached within {timeout} s")
-            (connection.reconnecting if dropped else connection.sending).poll(int(wait * 1000) + 1)
+            ready = (connection.reconnecting if dropped else connection.sending).poll(int(wait * 1000) + 1)
             connection.monitor.drain()
             if connection.monitor.refused is not None:
                 raise AuthenticationFailed(f"{where}: {connection.address}: {connection.monitor.refused}")
+            refused = None if probed or ready else self._refused(kind, self._locate is not None)
+            if refused is not None:  # once, after a first slice with no connection: one that came up costs nothing
+                probed = True
+                if nothing_listens(connection.address):
+                    raise CallTimeout(refused)
             if connection.closed:
                 raise ClientClosed(f"{where}: the client was closed during the call")
             if connection.address != self._address:

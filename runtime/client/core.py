@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import difflib
 import enum
 import itertools
 import logging
@@ -25,7 +26,7 @@ from runtime.client.hub import HubBase
 from runtime.client.streaming import StreamState
 from runtime.errors import RegistryUnavailable, ZidlError
 from runtime.protocol.messages import hello_body, outcome, read_hello_reply
-from runtime.protocol.names import STREAM
+from runtime.protocol.names import HELLO, STREAM
 from runtime.protocol.wire import WRITERS, Limits, Writer
 from runtime.schema.compat import check
 from runtime.schema.interface import Interface
@@ -155,6 +156,8 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
         self._signals: dict[str, SignalT] = {}
         self._ids = itertools.count(1)
         self._closed = False
+        self._greeted_once = False
+        """A handshake has succeeded: from then on a connection that fails is waited for (the device restarts)."""
         if self._tables is not None:
             self._make_members(self._tables.interface)
 
@@ -231,7 +234,10 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
         """The error for a method, property or signal the device does not have, naming those it has."""
         self._table()  # raises when not connected yet
         plural = "properties" if kind == "property" else f"{kind}s"
-        return ZidlError(f"{self._what()} has no {kind} {name!r} (its {plural}: {', '.join(known) or 'none'})")
+        known = list(known)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return ZidlError(f"{self._what()} has no {kind} {name!r} (its {plural}: {', '.join(known) or 'none'}){hint}")
 
     def _table(self) -> Tables:
         if self._tables is None:
@@ -275,11 +281,20 @@ class ClientCore(InterfaceBound, abc.ABC, Generic[SignalT]):
                     "; ".join(differences),
                 )
         self._server_interface = theirs
+        self._greeted_once = True
         if self._tables is None:  # a plain ``Client.connect``: its methods and signals are the server's
             self._tables = tables(theirs)
             self._methods = _client_methods(self._tables)
             self._make_members(theirs)
         return substitute_host(signals, self._address)
+
+    def _refused(self, kind: str, by_name: bool) -> str | None:
+        """Why a request that cannot be sent ends at once, with ``CallTimeout``, when nothing listens at the
+        address (the driver asks ``nothing_listens``): only the first handshake of a client connected by address.
+        A device found by name, or one that answered before, is waited for, as it may be restarting."""
+        if kind != HELLO or by_name or self._greeted_once:
+            return None
+        return f"{self._what()}: nothing listens at {self._address} (connection refused)"
 
     def _make_members(self, interface: Interface) -> None:
         """The signals of ``interface``, also as attributes where ``_members_as_attributes`` says."""

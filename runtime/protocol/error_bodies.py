@@ -3,7 +3,7 @@
 The ``describe_*`` functions turn an exception into the JSON ``error`` object of a
 reply; ``rebuild`` turns that object back into the exception the caller raises.
 The ``kind`` of an error body is one of ``remote``, ``declared``, ``validation``,
-``protocol``, ``expired``, ``cancelled`` and ``lost`` (``docs/protocol.md``, Errors).
+``protocol``, ``mismatch``, ``expired``, ``cancelled`` and ``lost`` (``docs/protocol.md``, Errors).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from runtime.errors import CallTimeout, Cancelled, ConnectionLost, ProtocolError, RemoteError
+from runtime.errors import CallTimeout, Cancelled, ConnectionLost, InterfaceMismatch, ProtocolError, RemoteError
 from runtime.protocol.limits import quote
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ def describe_exception(exc: BaseException, traceback: str, declared: Collection[
 def describe_protocol(message: str) -> dict[str, Any]:
     """The reply form of a message that broke the protocol or named something unknown."""
     return {"kind": "protocol", "message": message}
+
+
+def describe_mismatch(message: str, differences: list[str]) -> dict[str, Any]:
+    """The reply form of a ``hello`` whose description the server's is not compatible with."""
+    return {"kind": "mismatch", "message": message, "differences": differences}
 
 
 def describe_expired(message: str) -> dict[str, Any]:
@@ -140,6 +145,9 @@ def rebuild(
         return ConnectionLost(f"{where}: {message}")
     if kind == "protocol":
         return ProtocolError(f"{where}: {message}")
+    if kind == "mismatch":  # the message names both sides already
+        differences = error.get("differences")
+        return InterfaceMismatch(message, [str(d) for d in differences] if isinstance(differences, list) else [])
     return ProtocolError(f"{where}: error reply of unknown kind {quote(kind)}: {message}")
 
 

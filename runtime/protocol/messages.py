@@ -112,7 +112,9 @@ def read_request(frames: Sequence[Frame], limits: Limits) -> Request:
     except ProtocolError as exc:
         raise BadRequest(str(exc), request_id if request_id is not None else request_id_of(frames[0])) from None
     timeout = header.get(TIMEOUT)
-    if not (isinstance(timeout, int | float) and 0 <= timeout < _LONGEST_TIMEOUT):  # 10**999 included: no limit
+    if timeout is not None and not (type(timeout) in (int, float) and timeout >= 0):  # NaN and booleans too
+        raise BadRequest(f"'t' is the seconds the caller waits, a number 0 or more, not {quote(timeout)}", request_id)
+    if timeout is not None and timeout >= _LONGEST_TIMEOUT:  # 10**999 included: no limit
         timeout = None
     return Request(header.get(KIND), request_id, header.get(NAME), timeout, body, header, size)
 

@@ -35,6 +35,7 @@ from runtime.protocol.registry_messages import (
     registry_succeeded,
 )
 from runtime.registry.server import DEFAULT_REGISTRY
+from runtime.transport.addresses import endpoint
 from runtime.transport.monitor import MONITOR_EVENTS, Monitor, handshake_failure
 from runtime.transport.security import CurveClient, is_key
 
@@ -85,8 +86,8 @@ class DeviceRecord:
 
 
 def registry_address(registry: str | None = None) -> str:
-    """``registry``, else ``$ZIDL_REGISTRY``, else the default ``tcp://127.0.0.1:5555``."""
-    return registry or os.environ.get("ZIDL_REGISTRY") or DEFAULT_REGISTRY
+    """``registry``, else ``$ZIDL_REGISTRY``, else the default ``tcp://127.0.0.1:5555``; ``HOST:PORT`` is TCP."""
+    return endpoint(registry or os.environ.get("ZIDL_REGISTRY") or DEFAULT_REGISTRY)
 
 
 def registry_socket(sock: _S, url: str, curve: CurveClient | None) -> _S:

@@ -27,6 +27,7 @@ from runtime.registry.handlers import Handlers, Settings
 from runtime.transport.addresses import beside, connectable
 from runtime.transport.security import CurveServer, Grant
 from runtime.transport.sockets import bind
+from runtime.transport.systemd import SystemdNotifier
 
 __all__ = ["DEFAULT_REGISTRY", "Registry"]
 
@@ -143,7 +144,13 @@ class Registry:
         return self._events_address
 
     def serve(self, address: str = DEFAULT_REGISTRY) -> None:
-        """Serve requests at ``address`` until ``stop()``; in the main thread SIGINT and SIGTERM stop it too."""
+        """Serve requests at ``address`` until ``stop()``; in the main thread SIGINT and SIGTERM stop it too.
+
+        Under systemd (``NOTIFY_SOCKET`` set) it reports ready once it serves and feeds the watchdog from its loop.
+        """
+        self._serve(address, SystemdNotifier.from_env())
+
+    def _serve(self, address: str, systemd: SystemdNotifier | None) -> None:
         restore: list[tuple[int, Any]] = []
         if threading.current_thread() is threading.main_thread():
 
@@ -161,9 +168,13 @@ class Registry:
                 raise
             finally:
                 self._bound.set()
-            log.info("registry serving at %s, events at %s", self._address, self._events_address)
-            self._loop(handlers)
+            if systemd is not None:
+                systemd.ready()
+            self._loop(handlers, systemd)
         finally:
+            if systemd is not None:
+                systemd.notify("STOPPING=1")
+                systemd.close()
             self._close()
             for old_sig, handler in restore:
                 signal.signal(old_sig, handler)
@@ -191,7 +202,7 @@ class Registry:
 
     def _serve_quietly(self, address: str) -> None:
         with contextlib.suppress(Exception):
-            self.serve(address)
+            self._serve(address, None)
 
     def _open(self, address: str) -> Handlers:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -215,6 +226,7 @@ class Registry:
         events_bound = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._events_address = connectable(events_bound)
         heartbeats_bound = bind(beats, self.heartbeats_bind or beside(endpoint, ".heartbeats"))
+        log.info("registry serving at %s, events at %s, heartbeats at %s", endpoint, events_bound, heartbeats_bound)
         self._poller.register(router, zmq.POLLIN)
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
         names = self.curve.names if self.curve is not None else None
@@ -253,7 +265,7 @@ class Registry:
 
     # -- the loop ---------------------------------------------------------
 
-    def _loop(self, handlers: Handlers) -> None:
+    def _loop(self, handlers: Handlers, systemd: SystemdNotifier | None) -> None:
         router = self._router
         assert router is not None
         book, probes = handlers.book, handlers.probes
@@ -271,6 +283,8 @@ class Registry:
         next_sweep = next_beat = next_drain = time.monotonic()
         while not self._stopping:
             deadline = min(next_sweep, next_beat, next_drain)
+            if systemd is not None:
+                deadline = min(deadline, time.monotonic() + systemd.tick())
             if probes.sockets:
                 deadline = min(deadline, probes.deadline())
             events = poll(max(0, math.ceil((deadline - time.monotonic()) * 1000)))

@@ -127,6 +127,7 @@ class Server(InterfaceBound, abc.ABC):
         curve: CurveServer | None = None,
         registry_curve: CurveClient | None = None,
         advertise: str | None = None,
+        signals_bind: str | None = None,
     ) -> None:
         """Serve on ``address`` until ``stop()``, SIGINT or SIGTERM.
 
@@ -134,13 +135,21 @@ class Server(InterfaceBound, abc.ABC):
         ``registry`` (default: ``$ZIDL_REGISTRY``, else ``tcp://127.0.0.1:5555``) under
         ``name`` (default: the interface name in lower case) and stays registered;
         ``advertise`` names the host other computers reach it at (default: the address
-        the registry sees it from). ``curve`` switches CurveZMQ on (requests and
+        the registry sees it from). ``signals_bind`` is where signals are published
+        (default: a free port on ``address``'s host), so that a firewall can allow a
+        fixed port. ``curve`` switches CurveZMQ on (requests and
         signals; the registry hands out its public key); ``registry_curve`` reaches a
         registry that has Curve on. Under systemd (``NOTIFY_SOCKET`` set) it reports
         ready once it serves and feeds the watchdog from its own loop.
         """
         engine = self._zidl_start(
-            address, heartbeat, limits, self._zidl_registration(registry, name, advertise), curve, registry_curve
+            address,
+            heartbeat,
+            limits,
+            self._zidl_registration(registry, name, advertise),
+            curve,
+            registry_curve,
+            signals_bind,
         )
         engine.notify_systemd()
         previous: dict[signals.Signals, Any] = {}
@@ -172,13 +181,21 @@ class Server(InterfaceBound, abc.ABC):
         curve: CurveServer | None = None,
         registry_curve: CurveClient | None = None,
         advertise: str | None = None,
+        signals_bind: str | None = None,
     ) -> Iterator[str]:
         """Serve in background threads for the duration of the block; yields a connectable address.
 
-        ``registry``, ``name``, ``curve``, ``registry_curve`` and ``advertise`` work as in ``serve()``.
+        ``registry``, ``name``, ``curve``, ``registry_curve``, ``advertise`` and ``signals_bind`` work as in
+        ``serve()``.
         """
         engine = self._zidl_start(
-            address, heartbeat, limits, self._zidl_registration(registry, name, advertise), curve, registry_curve
+            address,
+            heartbeat,
+            limits,
+            self._zidl_registration(registry, name, advertise),
+            curve,
+            registry_curve,
+            signals_bind,
         )
         try:
             if engine.registration is not None and not engine.registered.wait(_REGISTER_WAIT):
@@ -235,13 +252,14 @@ class Server(InterfaceBound, abc.ABC):
         register: tuple[str, str, str | None] | None = None,
         curve: CurveServer | None = None,
         registry_curve: CurveClient | None = None,
+        signals_bind: str | None = None,
     ) -> Engine:
         self._zidl_setup()
         table = self._zidl_table()
         with self.__dict__["_zidl_lock"]:
             if self.__dict__["_zidl_engine"] is not None:
                 raise ZidlError(f"{type(self).__name__} is already serving on {self.address}")
-            engine = Engine(table.interface, address, heartbeat, curve, limits)
+            engine = Engine(table.interface, address, heartbeat, curve, limits, signals_bind)
             dispatcher = Dispatcher(self, table, engine, limits, self._zidl_store)
             if register is not None:
                 engine.register(*register, curve=registry_curve)

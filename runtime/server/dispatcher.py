@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runtime.protocol.error_bodies import describe_cancelled, describe_protocol
+from runtime.protocol.handshake import hello_refusal
 from runtime.protocol.limits import quote
 from runtime.protocol.messages import (
     BadRequest,
@@ -69,6 +70,7 @@ class Dispatcher:
     ) -> None:
         """Serve ``server`` (described by ``tables``) through ``engine``; ``store`` keeps a validated property value."""
         interface = tables.interface
+        self._interface = interface
         self._name = interface.name
         self._engine = engine
         self._limits = limits
@@ -212,7 +214,11 @@ class Dispatcher:
     # --- the handlers of each request kind ----------------------------------------------------------
 
     def _hello(self, me: threading.Thread, caller: bytes, request: Request) -> None:
-        self._engine.reply(caller, ok_reply(request.request_id, self._hello_body))
+        refusal = hello_refusal(request.body, self._interface)
+        if refusal is None:
+            self._engine.reply(caller, ok_reply(request.request_id, self._hello_body))
+        else:
+            self._engine.reply(caller, error_reply(request.request_id, refusal))
 
     def _call(self, me: threading.Thread, caller: bytes, request: Request) -> None:
         name = request.name
@@ -223,7 +229,7 @@ class Dispatcher:
                 message += ": it is a stream, opened with a stream request"
             self._refuse(caller, request.request_id, message)
             return
-        args = request.body
+        args = {} if request.body is None else request.body  # no body: no arguments
         if not isinstance(args, dict):
             self._refuse(caller, request.request_id, f"the arguments of {name} are not an object")
             return
@@ -253,7 +259,7 @@ class Dispatcher:
             what = "is not a stream: call it" if isinstance(name, str) and name in self._runners else "has no stream"
             self._refuse(caller, request.request_id, f"{self._name} {what} {quote(name)}")
             return
-        args, credits = request.body, credits_of(request)
+        args, credits = {} if request.body is None else request.body, credits_of(request)
         if not isinstance(args, dict) or credits is None:
             self._refuse(caller, request.request_id, f"a request for {name} needs its arguments and its first credit")
             return

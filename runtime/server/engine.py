@@ -29,11 +29,11 @@ from runtime.server.intake import configure, drop_rest
 from runtime.server.publisher import Publisher
 from runtime.server.replies import Replies
 from runtime.server.runners import Call
-from runtime.server.systemd import SystemdNotifier
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
 from runtime.transport.security import CurveClient, CurveServer, Grant
 from runtime.transport.sockets import NOBLOCK, Heartbeat, Waker, bind, make_socket, zmq_errors
+from runtime.transport.systemd import SystemdNotifier
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Engine:
         heartbeat: Heartbeat,
         curve: CurveServer | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        signals_bind: str | None = None,
     ) -> None:
         self.interface = interface
         self.curve = curve
@@ -99,7 +100,7 @@ class Engine:
                 if curve is not None:
                     self.grant = curve.secure(self.router, self.xpub)
             self.address = bind(self.router, address)
-            self.pub_address = bind(self.xpub, beside(self.address, ".signals"))
+            self.pub_address = bind(self.xpub, signals_bind or beside(self.address, ".signals"))
             self.callers = Callers(self.router)
         except BaseException:
             self.router.close(linger=0)

@@ -10,7 +10,9 @@ Whatever came from the network is printed through ``runtime.tools.terminal.print
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import logging
 import sys
 import threading
 import time
@@ -24,17 +26,23 @@ from runtime import (
     Client,
     CurveClient,
     CurveServer,
+    DeviceNotFound,
     DeviceRecord,
     Registry,
+    RegistryUnavailable,
     Stream,
     list_devices,
     watch,
     write_keypair,
 )
+from runtime.registry import lookup
 from runtime.schema.idl_text import to_idl
 from runtime.tools.terminal import printable, printable_lines
+from runtime.transport.addresses import endpoint
 
 CONNECT_TIMEOUT = 3.0
+REGISTRY_TIMEOUT = 2.0
+"""Seconds every command that needs the registry waits for it before it says none answered."""
 
 
 class UsageError(Exception):
@@ -71,8 +79,18 @@ def _curve(args: argparse.Namespace) -> CurveClient | None:
 
 
 def _connect(args: argparse.Namespace) -> Client:
-    if "://" in args.device:
-        return Client.connect(args.device, timeout=CONNECT_TIMEOUT, curve=_curve(args))
+    """The device named or addressed by DEVICE: an address has a ``://`` or a ``:`` (which no name has)."""
+    if ":" in args.device:
+        return Client.connect(endpoint(args.device), timeout=CONNECT_TIMEOUT, curve=_curve(args))
+    try:  # the registry asked first on its own, so that it fails within the same time for every command
+        lookup(args.device, registry=args.registry, timeout=REGISTRY_TIMEOUT, curve=_curve(args))
+    except DeviceNotFound as exc:
+        names = [device.name for device in list_devices(registry=args.registry, curve=_curve(args))]
+        close = difflib.get_close_matches(args.device, names, n=1)
+        if close:
+            raise DeviceNotFound(f"{exc}; did you mean '{close[0]}'?") from None
+        registered = f"the registered devices: {', '.join(sorted(names))}" if names else "no device is registered"
+        raise DeviceNotFound(f"{exc} ({registered})") from None
     return Client.lookup(args.device, registry=args.registry, timeout=CONNECT_TIMEOUT, curve=_curve(args))
 
 
@@ -130,8 +148,22 @@ def _registry_cmd(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     if not (args.ttl > 0 and args.max_devices > 0):
         raise UsageError("--ttl and --max-devices must be positive")
-    Registry(ttl=args.ttl, curve=curve, max_devices=args.max_devices).serve(args.bind)
+    events, heartbeats = (None if bind is None else endpoint(bind) for bind in (args.events_bind, args.heartbeats_bind))
+    registry = Registry(
+        ttl=args.ttl, curve=curve, max_devices=args.max_devices, events_bind=events, heartbeats_bind=heartbeats
+    )
+    _say_what_it_does()
+    registry.serve(endpoint(args.bind))
     return 0
+
+
+def _say_what_it_does() -> None:
+    """The registry's log, from where it serves on, to stderr: its INFO lines are what an operator wants to see."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("zidl: %(message)s"))
+    logger = logging.getLogger("runtime.registry.server")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -224,8 +256,10 @@ def _watch(args: argparse.Namespace) -> int:
             where = f"{device.interface} v{device.version} {device.address}"
             print(printable(f"{stamp} {change:<7} {device.name} {where}"), flush=True)
 
-        watcher = watch(on_change, registry=args.registry, curve=_curve(args))
+        watcher = watch(on_change, registry=args.registry, timeout=REGISTRY_TIMEOUT, curve=_curve(args))
         try:
+            if not watcher.ready.wait(REGISTRY_TIMEOUT):  # as `zidl ls` fails, rather than wait for ever
+                raise RegistryUnavailable(f"no registry answered at {watcher.url} within {REGISTRY_TIMEOUT:g} s")
             stop.wait()
         finally:
             watcher.close()
@@ -279,7 +313,21 @@ def register(commands: Any) -> None:
 
     registry = commands.add_parser("registry", help="run a device registry", description="Run a device registry.")
     registry.add_argument(
-        "--bind", default="tcp://127.0.0.1:5555", help="address to serve on (default tcp://127.0.0.1:5555)"
+        "--bind",
+        default="tcp://127.0.0.1:5555",
+        help="address to serve requests on (default tcp://127.0.0.1:5555; tcp://*:5555 for other hosts)",
+    )
+    registry.add_argument(
+        "--events-bind",
+        default=None,
+        metavar="ADDRESS",
+        help="address of the change events (PUB) for `watch` (default: a free port on --bind's host)",
+    )
+    registry.add_argument(
+        "--heartbeats-bind",
+        default=None,
+        metavar="ADDRESS",
+        help="address the devices' heartbeats go to (default: a free port on --bind's host)",
     )
     registry.add_argument(
         "--ttl", type=float, default=3.0, help="the longest lease: seconds a device stays registered unheard"

@@ -5,6 +5,7 @@ there, so each place an endpoint is handed on replaces the wildcard host: with t
 loopback for a local peer (``connectable``), with the host a client reached the
 server at (``substitute_host``), or with what the registry sees of a device
 (``effective_address``). ``ipc://`` and ``inproc://`` endpoints pass unchanged.
+What a person types is read by ``endpoint``: ``HOST:PORT`` is a TCP address.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ from typing import Final
 TRANSPORTS: Final = ("tcp://", "ipc://", "inproc://")
 WILDCARD_HOSTS: Final = frozenset({"*", "0.0.0.0", "::", "[::]", "[*]", ""})
 _IPV6_WILDCARDS: Final = frozenset({"::", "[::]", "[*]"})
+
+
+def endpoint(text: str) -> str:
+    """The endpoint ``text`` names: itself when it has a transport, ``tcp://HOST:PORT`` for ``HOST:PORT``.
+
+    Raises ``ValueError``, saying what an address looks like, for anything else.
+    """
+    if text.startswith(TRANSPORTS):
+        return text
+    host, sep, port = text.rpartition(":")
+    if sep and host and port.isdigit() and "/" not in text:
+        return tcp(host, port)
+    raise ValueError(f"{text!r} is not an address: give tcp://HOST:PORT (or HOST:PORT), ipc://PATH or inproc://NAME")
 
 
 def split_tcp(address: str) -> tuple[str, str] | None:

@@ -20,6 +20,7 @@ import zmq
 from zmq import zmq_poll
 
 from runtime.errors import ClientClosed, ZidlError
+from runtime.transport.addresses import host_of, split_tcp
 
 Socket = zmq.Socket[bytes]
 
@@ -171,3 +172,28 @@ class Waker:
     def close(self) -> None:
         self._read.close()
         self._write.close()
+
+
+def nothing_listens(address: str, timeout: float = 0.5) -> bool:
+    """Whether a connection to ``address`` is refused, nothing listening there: one connect of the socket module's.
+
+    False when it connects, or when it cannot tell (``inproc://``, no answer within
+    ``timeout``, another error). libzmq retries a refused connection without a word,
+    and a monitor told of its retries can stall the context's I/O thread once nobody
+    reads it, so the client asks this instead when a first handshake cannot be sent.
+    """
+    parts = split_tcp(address)
+    try:
+        if address.startswith("ipc://"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(timeout)
+                probe.connect(address[len("ipc://") :])
+        elif parts is not None:
+            host = (host_of(address) or "").strip("[]")
+            with socket.create_connection((host, int(parts[1])), timeout=timeout):
+                pass
+    except (ConnectionRefusedError, FileNotFoundError):
+        return True
+    except (OSError, ValueError):
+        return False
+    return False

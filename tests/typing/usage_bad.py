@@ -2,9 +2,9 @@
 
 from collections.abc import Iterator
 
-from generated.camera import AsyncCameraClient, CameraClient, CameraServer
-from generated.cnc import CncClient
-from generated.controller import ControllerClient
+from zidl_devices.camera import AsyncCameraClient, CameraClient, CameraServer
+from zidl_devices.cnc import CncClient
+from zidl_devices.controller import ControllerClient
 
 
 def misuse(address: str) -> None:

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 
-from generated.camera import (
+from zidl_devices.camera import (
     AsyncCameraClient,
     CameraBusy,
     CameraClient,
@@ -12,8 +12,9 @@ from generated.camera import (
     GetImageResult,
     ImageInfo,
 )
-from generated.cnc import CncClient, CncServer, Position
-from generated.controller import AsyncControllerClient, ControllerClient, ScanProgress, ScanSummary
+from zidl_devices.cnc import CncClient, CncServer, Position
+from zidl_devices.controller import AsyncControllerClient, ControllerClient, ScanProgress, ScanSummary
+
 from runtime import AsyncStream, Cancelled, NDArray, Stream, current_call
 
 
