@@ -1,7 +1,7 @@
 """The demo rig: a registry, two cameras, a stage and a scan controller, each its own process.
 
     python examples/demo.py            # run one scan of 36 positions, print a summary, stop everything
-    python examples/demo.py --rig      # start the rig and leave it running until Ctrl-C
+    python examples/demo.py --rig      # start the rig and the web view, and leave them running until Ctrl-C
     python examples/demo.py --rig --bind '*'   # the same, reachable from other hosts (unauthenticated!)
 
 The devices bind the loopback unless ``--bind`` names another host. Bound to every
@@ -20,6 +20,7 @@ their own, so that Ctrl-C reaches the demo alone and it stops them in that order
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,16 +62,23 @@ class Rig:
         quiet: bool = True,
         host: str = "127.0.0.1",
         advertise: str | None = None,
+        web: str | None = None,
     ) -> None:
         self.registry = registry
         self.camera_options = list(camera_options)
         self.quiet = quiet
+        self.web = web
+        """Where `zidl web` serves the rig (HOST:PORT), or None for no web view."""
         self.host = host
         """Where the rig's processes bind: the loopback, an address of this host's, or ``*`` for every interface."""
         self.device_options = ["--bind", tcp(host, "0")]
         if host in WILDCARD_HOSTS:
             self.device_options += ["--advertise", advertise or reachable_ip(registry)]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web}/"
 
     def _start(self, name: str, *command: str) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", "ZIDL_REGISTRY": self.registry}
@@ -90,6 +99,8 @@ class Rig:
         for name in ("cam1", "cam2"):
             self._start(name, str(HERE / "dummy_camera.py"), "--name", name, *devices, *self.camera_options)
         self._start("controller", str(HERE / "scan_controller.py"), "--name", "controller", *devices)
+        if self.web is not None:
+            self._start("web", "-m", "runtime.tools.cli", "web", "--bind", self.web, "--registry", self.registry)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -101,14 +112,26 @@ class Rig:
                 names = {device.name for device in list_devices(registry=self.registry, timeout=1.0)}
             except ZidlError:
                 names = set()
-            if names >= set(DEVICES):
+            if names >= set(DEVICES) and self._web_sees(DEVICES):
                 return
             time.sleep(0.2)
         raise RuntimeError(f"the rig did not come up within {timeout:.0f} s")
 
+    def _web_sees(self, names: Sequence[str]) -> bool:
+        if self.web is None:
+            return True
+        try:
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the loopback, never a proxy
+            with direct.open(self.web_url + "api/devices", timeout=1.0) as response:
+                listed = {device["name"] for device in json.load(response)}
+        except OSError:
+            return False
+        return listed >= set(names)
+
     def stop(self) -> None:
-        """The controller first (it finishes a cancelled scan with the stage and cameras still up), then the rest."""
-        first = [self.processes[name] for name in ("controller",) if name in self.processes]
+        """The web view and the controller first (the controller finishes a cancelled scan with the stage and cameras
+        still up), then the rest."""
+        first = [self.processes[name] for name in ("web", "controller") if name in self.processes]
         rest = [process for process in reversed(self.processes.values()) if process not in first]
         for group in (first, rest):
             for process in group:
@@ -147,8 +170,9 @@ def running_rig(
     quiet: bool = True,
     host: str = "127.0.0.1",
     advertise: str | None = None,
+    web: str | None = None,
 ) -> Iterator[Rig]:
-    rig = Rig(registry, camera_options=camera_options, quiet=quiet, host=host, advertise=advertise)
+    rig = Rig(registry, camera_options=camera_options, quiet=quiet, host=host, advertise=advertise, web=web)
     try:
         rig.start()
         rig.wait_ready()
@@ -216,15 +240,21 @@ def main() -> int:
     )
     parser.add_argument("--positions", type=int, default=36, help="stops round the circle (default 36)")
     parser.add_argument("--output", type=Path, default=ROOT / "demo-output", help="dataset root (default demo-output/)")
+    parser.add_argument(
+        "--web", default="127.0.0.1:8000", metavar="HOST:PORT", help="with --rig: where the web view serves"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the rig as Ctrl-C does
     chosen = args.registry or os.environ.get("ZIDL_REGISTRY")
     registry = endpoint(chosen) if chosen else f"tcp://127.0.0.1:{5555 if args.rig else free_port()}"
     try:
         print(f"starting the rig (registry {registry}, devices bound on {args.bind})")
-        with running_rig(registry, quiet=not args.rig, host=args.bind, advertise=args.advertise) as rig:
+        with running_rig(
+            registry, quiet=not args.rig, host=args.bind, advertise=args.advertise, web=args.web if args.rig else None
+        ) as rig:
             print(f"  {len(rig.processes)} processes up: {', '.join(rig.processes)}")
             if args.rig:
+                print(f"  the web view: {rig.web_url}")
                 print(f"the rig runs until Ctrl-C; try: ZIDL_REGISTRY={registry} zidl ls")
                 threading.Event().wait()
             report(scan(registry, args.output, args.positions))

@@ -91,6 +91,15 @@ def test_generate_without_the_codegen_extra_says_what_to_install(device_venv: Pa
     assert not (tmp_path / "out").exists()
 
 
+def test_web_without_the_web_extra_says_what_to_install_and_the_page_is_installed(device_venv: Path) -> None:
+    result = subprocess.run([str(device_venv / "bin" / "zidl"), "web"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "zidl[web]" in result.stderr
+    pages = sorted(path.name for path in device_venv.glob("lib/python*/site-packages/runtime/tools/web/static/*"))
+    assert pages == ["app.js", "index.html", "style.css"]
+
+
 def test_a_package_generated_outside_the_repository_passes_mypy_strict(tmp_path: Path) -> None:
     """With the environment `make install` made, as a user's project elsewhere on the disk would use it."""
     project = tmp_path / "rig"

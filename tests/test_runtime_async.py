@@ -11,7 +11,7 @@ from fixtures.generated.echo import AsyncEchoClient, Mode
 from fixtures.runtime_fixtures import address, echo  # noqa: F401
 from pydantic import ValidationError
 
-from runtime import CallTimeout, ClientClosed, RemoteError
+from runtime import CallTimeout, Client, ClientClosed, RemoteError
 from runtime.client.deadlines import Deadlines
 
 
@@ -116,5 +116,21 @@ def test_async_signals_with_plain_and_coroutine_callbacks(address: str, echo: Ec
             await asyncio.wait_for(done.wait(), 5)
             assert plain == awaited == [(0, "tick 0"), (1, "tick 1"), (2, "tick 2")]
             await client.tick.disconnect(on_plain)
+
+    asyncio.run(main())
+
+
+def test_closing_an_async_client_whose_device_just_stopped_leaves_other_connections_working(address: str) -> None:
+    """libzmq's I/O thread, which every socket of the process shares, blocks for ever on a monitor event for a reader
+    that is gone: the client stops its monitors before it closes their sockets."""
+
+    async def main() -> None:
+        with Client.connect(address, timeout=5.0) as other:
+            for _ in range(20):
+                with Echo().running("tcp://127.0.0.1:0", heartbeat=FAST_HEARTBEAT) as stopping:
+                    client = await AsyncEchoClient.connect(stopping, heartbeat=FAST_HEARTBEAT)
+                    await client.modeChanged.connect(lambda mode: None)
+                await client.close()  # while its sockets reconnect to the stopped device
+                assert await asyncio.to_thread(other.call, "add", a=1, timeout=2.0) == 2
 
     asyncio.run(main())

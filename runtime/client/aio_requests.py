@@ -118,6 +118,8 @@ class AsyncRequests(ClientCore[SignalT]):
 
     def _close_socket(self) -> None:
         """Close the DEALER and its monitor (``close()``, or a move to a new address)."""
+        if self._monitor is not None:
+            self._monitor.stop()
         for each in (self._monitor_socket, self._socket):
             if each is not None:
                 each.close(linger=0)

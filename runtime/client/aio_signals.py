@@ -54,6 +54,8 @@ class AsyncSignalHub(HubBase[asyncio.Future[None]]):
         readers, self._readers = self._readers, []
         for reader in readers:
             reader.cancel()
+        if self._subscriber is not None:
+            self._subscriber.monitor.stop()
         for each in (self._watched, self._sub):
             if each is not None:
                 each.close(linger=0)

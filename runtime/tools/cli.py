@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 from runtime.errors import RemoteError, ZidlError
 from runtime.tools import bridging, devices
 from runtime.tools.terminal import printable
+from runtime.tools.web import command as web
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     register(commands)
     devices.register(commands)
     bridging.register(commands)
+    web.register(commands)
     return parser
 
 
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         return run(args)
-    except devices.UsageError as exc:
+    except (devices.UsageError, web.MissingExtra) as exc:
         print(printable(f"zidl: {exc}"), file=sys.stderr)
         return 1
     except (ZidlError, ValidationError) as exc:  # a remote error's message is the device's own text

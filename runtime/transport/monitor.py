@@ -67,7 +67,13 @@ class Monitor:
             else:
                 self.refused = handshake_failure(event, message["value"]) or self.refused
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """No more events: call it before the watched socket or this monitor's reader closes, in whatever order they
+        then close (libzmq's I/O thread blocks for ever sending an event to a monitor reader that is gone, and with it
+        every connection of the process)."""
         with contextlib.suppress(zmq.ZMQError):
             self._watched.disable_monitor()
+
+    def close(self) -> None:
+        self.stop()
         self.socket.close(linger=0)
