@@ -111,3 +111,28 @@ def test_a_greedy_subscriber_on_b_never_reaches_the_device(
         assert json.loads(message[1])["s"] == 1  # the attacker's own "tick", through the bridge
     attacker.close(linger=0)
     eventually(lambda: device.usage is not None and device.usage.subscriptions == 0)  # both left: nothing is held
+
+
+def test_a_caller_cannot_fill_the_held_bound_with_credits_and_cancels_while_the_device_is_away(
+    networks: Networks, sockets: list[zmq.Socket[bytes]]
+) -> None:
+    hello = request(0, "hello", None, {"interface": None, "protocol": 1})
+    bridge = Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT, limits=LIMITS, max_held=10)
+    with bridge.running():
+        with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
+            record = wait_for_name(networks.b, "echo")
+            assert record is not None
+            greedy, polite = dealer(sockets, record.address), dealer(sockets, record.address)
+            for peer in (greedy, polite):
+                peer.send(hello)
+                assert replies(peer, 1)[0]["k"] == "ok"
+        assert bridge.wait("echo", present=False)
+        for n in range(40):  # neither is a call the quota counted: no reply, held all the same
+            greedy.send(request(n, "credit", None, c=1) if n % 2 else request(n, "cancel", None))
+        greedy.send(request(99, "ping", None))
+        assert replies(greedy, 1)[99]["k"] == "ok"  # the bridge has read all of them
+        usage = bridge.usage("echo")
+        assert usage is not None and usage.held <= LIMITS.max_calls_per_caller
+        polite.send(request(1, "call", "add", {"a": 1, "b": 2}, t=10.0))
+        with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
+            assert replies(polite, 1)[1]["b"] == 3  # held, not turned away: the greedy one took no more than its share

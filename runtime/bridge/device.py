@@ -320,7 +320,7 @@ class BridgedDevice:
     def _hold(self, caller: bytes, frames: list[Any], head: Head) -> None:
         oneway = head.kind == CALL and head.name in self._oneway
         held = Held(caller, frames, head, time.monotonic(), oneway, sum(len(frame) for frame in frames))
-        if self._held.add(held):
+        if self._held.add(held, self._options.limits.max_calls_per_caller):
             self.due = 0.0
         elif head.kind in AWAITED and not oneway:
             message = f"{self.name} is away and the bridge holds as many requests for it as it may"
