@@ -20,7 +20,17 @@ from fixtures.generated.echo import EchoClient
 from fixtures.raw_peers import eventually
 from fixtures.stream_device import Streamer
 
-from runtime import AuthenticationFailed, Bridge, CurveClient, CurveServer, ProtocolError, Registry, write_keypair
+from runtime import (
+    AuthenticationFailed,
+    Bridge,
+    ConnectionLost,
+    CurveClient,
+    CurveServer,
+    Limits,
+    ProtocolError,
+    Registry,
+    write_keypair,
+)
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
@@ -199,3 +209,19 @@ def _callers(bridge: Bridge) -> int:
     usage = bridge.usage("echo")
     assert usage is not None
     return usage.callers
+
+
+def test_a_call_whose_own_connection_to_the_device_drops_ends_as_lost(networks: Networks) -> None:
+    # the device's libzmq drops a connection that sends a frame far over its limits (MAXMSGSIZE): the bridge's limits
+    # let it by, so the caller's own connection through the bridge drops while the device and the others stay
+    small = Limits(max_bytes=1 << 20, max_header_bytes=8192)
+    with (
+        Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT, limits=small),
+        Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT).running() as bridge,
+        EchoClient.lookup("echo", registry=networks.b, timeout=5.0, heartbeat=FAST_HEARTBEAT) as client,
+    ):
+        assert client.add(1, 2) == 3
+        with pytest.raises(ConnectionLost):  # as a direct caller's would: not a wait until its timeout
+            client.echo(b"x" * (66 << 20), timeout=30.0)
+        assert bridge.away == set()
+        assert client.add(2, 3) == 5  # its connection to the device made again

@@ -9,7 +9,8 @@ itself: it holds the name on B's side.
 
 While the device is away (its connection is down, or it is restarting) requests are
 held (``runtime.bridge.held``); the calls in flight when it went are answered with a
-``lost`` error, which the caller raises as ``ConnectionLost``. A caller that leaves B's
+``lost`` error, which the caller raises as ``ConnectionLost``, and so are a caller's
+when its own connection to the device drops. A caller that leaves B's
 side (its connection drops, a reply to it cannot be delivered) has its connection to
 the device closed, and the device cancels its calls and streams.
 """
@@ -247,11 +248,20 @@ class BridgedDevice:
         self.present = False
         logger.info("%s: the device went away; holding its requests", self._what)
         message = f"{self.name} went away (behind the bridge) while the call was in flight"
-        for upstream in list(self._upstreams.values()):  # a reply that finds its caller gone forgets it
-            for request_id in list(upstream.awaiting):
-                self._replies.send(upstream.caller, lost_reply(request_id, message))
-            upstream.awaiting.clear()
+        for upstream in list(self._upstreams.values()):
+            self._lose(upstream, message)
         self._on_presence()
+
+    def _upstream_connection(self, upstream: Upstream) -> None:
+        """``upstream``'s monitor: when its connection dropped, the device will answer none of what it awaited."""
+        if upstream.monitor.drain() and upstream.awaiting:
+            self._lose(upstream, f"the bridge's connection to {self.name} for this caller dropped during the call")
+
+    def _lose(self, upstream: Upstream, message: str) -> None:
+        """End every request ``upstream`` awaits with ``lost`` (a reply that finds its caller gone forgets it)."""
+        for request_id in list(upstream.awaiting):
+            self._replies.send(upstream.caller, lost_reply(request_id, message))
+        upstream.awaiting.clear()
 
     # --- requests from B's side, replies from the device --------------------------------------------------
 
@@ -360,6 +370,7 @@ class BridgedDevice:
             return None
         self._upstreams[caller] = upstream
         self._watch(upstream.socket, lambda: self._device_replies(upstream))
+        self._watch(upstream.monitor.socket, lambda: self._upstream_connection(upstream))  # after its replies
         return upstream
 
     def _device_replies(self, upstream: Upstream) -> None:
@@ -385,8 +396,9 @@ class BridgedDevice:
         self._held.gone(caller)
         upstream = self._upstreams.pop(caller, None)
         if upstream is not None:
-            self._loop.unwatch(upstream.socket)
-            self._sockets.remove(upstream.socket)
+            for sock in (upstream.socket, upstream.monitor.socket):
+                self._loop.unwatch(sock)
+                self._sockets.remove(sock)
             upstream.close()
 
     # --- helpers ---------------------------------------------------------------------------------------
