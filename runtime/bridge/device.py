@@ -307,11 +307,12 @@ class BridgedDevice:
             return
         if head.kind == CANCEL and len(self._held):
             held = self._held.cancel(caller, head.request_id)
-            if held is not None:
-                if held.head.kind in AWAITED and not held.oneway:
+            if held is not None and held.head.kind in AWAITED:  # it never reached the device: answered here
+                if not held.oneway:
                     message = f"{head.name or held.head.name} was cancelled by its caller before it reached {self.name}"
                     self._replies.send(caller, cancelled_reply(held.head.request_id, message))
                 return
+            # else only its credits (or an earlier cancel) were held: the call is on the device, the cancel goes on
         if head.kind in AWAITED and self._calls_of(caller) >= self._options.limits.max_calls_per_caller:
             most = self._options.limits.max_calls_per_caller
             self._replies.send(caller, refusal(head.request_id, f"{self._what}: {most} calls of this connection wait"))
