@@ -26,6 +26,7 @@ from typing import Any, Final
 import zmq
 
 from runtime.bridge.held import Held, HeldRequests
+from runtime.bridge.intake import BATCH, read_requests
 from runtime.bridge.loop import Loop
 from runtime.bridge.options import Options
 from runtime.bridge.signals import SignalRelay
@@ -50,7 +51,7 @@ from runtime.protocol.wire import request_id_of
 from runtime.registry.client import DeviceRecord
 from runtime.registry.registration import Registration
 from runtime.schema.interface import Interface
-from runtime.server.intake import configure, drop_rest
+from runtime.server.intake import configure
 from runtime.server.replies import Replies
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
@@ -59,8 +60,6 @@ from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, readab
 
 logger = logging.getLogger(__name__)
 
-_BATCH: Final = 64
-"""Messages read off one socket in one turn of the loop, before the other sockets are looked at."""
 _RETRY: Final = 0.01
 """Seconds before held requests are offered again to a device whose pipe was full."""
 
@@ -114,7 +113,7 @@ class BridgedDevice:
                 self._grant.close()
             raise
         self._watch(self._callers.socket, self._dropped)  # before the ROUTER: see ``runtime.transport.callers``
-        self._watch(router, self._requests)
+        self._watch(router, lambda: read_requests(router, self._callers, options.limits, self._request, self._refuse))
         self._watch(self.signals.xpub, self.signals.subscriptions)
         self._watch(self.signals.xsub, self.signals.emissions)
         self._watch(self._control.socket, self._greeted)
@@ -263,35 +262,7 @@ class BridgedDevice:
             self._replies.send(upstream.caller, lost_reply(request_id, message))
         upstream.awaiting.clear()
 
-    # --- requests from B's side, replies from the device --------------------------------------------------
-
-    def _requests(self) -> None:
-        """Read what B's side sent, its size checked frame by frame as a device's own intake does."""
-        router, limits = self._router, self._options.limits
-        for turn in range(_BATCH):  # the poll said one is waiting; more while more are (no zmq.Again to raise)
-            if turn and not readable(router):
-                return
-            frame = router.recv(NOBLOCK, copy=False)
-            caller = frame.bytes
-            if caller not in self._callers.sources:
-                self._callers.note(caller, frame)
-            if not frame.more:
-                continue
-            frame = router.recv(copy=False)
-            if len(frame) > limits.max_header_bytes:
-                self._refuse(caller, frame, drop_rest(router, frame, frame, 1, len(frame), limits))
-                continue
-            message: list[Any] = [frame]
-            size = len(frame)
-            while frame.more:
-                frame = router.recv(copy=False)
-                message.append(frame)
-                size += len(frame)
-                if size > limits.max_bytes or len(message) > limits.max_frames:
-                    self._refuse(caller, message[0], drop_rest(router, message[0], frame, len(message), size, limits))
-                    break
-            else:
-                self._request(caller, message)
+    # --- requests from B's side (``runtime.bridge.intake`` reads them), replies from the device ---------------
 
     def _refuse(self, caller: bytes, header: Any, why: str) -> None:
         self._replies.send(caller, refusal(request_id_of(header), f"{self._what}: {why}"))
@@ -376,7 +347,7 @@ class BridgedDevice:
 
     def _device_replies(self, upstream: Upstream) -> None:
         sock = upstream.socket
-        for turn in range(_BATCH):
+        for turn in range(BATCH):
             if turn and not readable(sock):
                 return
             frames = recv_frames(sock, flags=NOBLOCK)
