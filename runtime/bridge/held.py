@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +60,6 @@ class HeldRequests:
 
     def __len__(self) -> int:
         return len(self._queue)
-
-    def __iter__(self) -> Iterator[Held]:
-        return iter(self._queue)
 
     def add(self, held: Held, share: int) -> bool:
         """Hold ``held``; False (counted, logged) when the bound is met, or when its caller holds ``share`` requests
