@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -225,3 +226,18 @@ def test_a_call_whose_own_connection_to_the_device_drops_ends_as_lost(networks: 
             client.echo(b"x" * (66 << 20), timeout=30.0)
         assert bridge.away == set()
         assert client.add(2, 3) == 5  # its connection to the device made again
+
+
+def test_a_device_that_refuses_the_bridges_key_is_logged_with_why(
+    networks: Networks, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, secret = write_keypair(tmp_path / "echo", "echo")
+    someone, _ = write_keypair(tmp_path / "someone", "someone")
+    device_curve = CurveServer(secret, allowed=[someone])  # not the bridge's key
+    with (
+        caplog.at_level(logging.WARNING, logger="runtime.bridge"),
+        Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT, curve=device_curve),
+        Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT).running() as bridge,
+    ):
+        eventually(lambda: any("refused this client's key" in record.getMessage() for record in caplog.records))
+        assert bridge.away == {"echo"} and bridge.names == {}

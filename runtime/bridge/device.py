@@ -194,7 +194,11 @@ class BridgedDevice:
     # --- the device's connection and handshake ----------------------------------------------------------
 
     def _connection(self) -> None:
-        lost = self._control.monitor.drain()
+        monitor = self._control.monitor
+        before = monitor.refused
+        lost = monitor.drain()
+        if (refused := monitor.refused) is not None and refused != before:  # else it retries in silence
+            logger.warning("%s: the device at %s refused the bridge: %s", self._what, self._control.address, refused)
         if lost and self.present:
             self._away()
         if self._control.connected and not self.present:
