@@ -136,3 +136,20 @@ def test_a_caller_cannot_fill_the_held_bound_with_credits_and_cancels_while_the_
         polite.send(request(1, "call", "add", {"a": 1, "b": 2}, t=10.0))
         with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
             assert replies(polite, 1)[1]["b"] == 3  # held, not turned away: the greedy one took no more than its share
+
+
+def test_an_unsubscription_from_a_peer_that_never_subscribed_stops_no_one_elses_signals(
+    sockets: list[zmq.Socket[bytes]], address: str, device: Echo
+) -> None:
+    with EchoClient.connect(address, timeout=5.0) as listener:
+        arrived = threading.Event()
+        listener.tick.connect(lambda n, label: arrived.set())
+        peer = dealer(sockets, address)
+        peer.send(request(1, "hello", None, {"interface": None, "protocol": 1}))
+        attacker = dealer(sockets, replies(peer, 1)[1]["b"]["signals"], zmq.XSUB)
+        welcome = b"\x01\x01zidl-welcome:" + os.urandom(8).hex().encode()
+        attacker.send(b"\x00tick\0")  # "tick", which it never subscribed
+        attacker.send(welcome)
+        assert attacker.poll(5000) and attacker.recv_multipart()[0] == welcome[1:]  # the unsubscription went first
+        device.tick.emit(1, "still")
+        assert arrived.wait(5.0)  # the listener's subscription held at the device
