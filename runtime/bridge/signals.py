@@ -7,9 +7,11 @@ on to the device, later ones stay in the bridge, and its last unsubscription goe
 on. Only what can match an emission or proves a subscription is forwarded: a signal
 of the interface and the one-off welcome topics, which the device answers; so a
 client's ``connect()`` returns once its subscription is live at the device itself,
-through the bridge. The bridge unsubscribes a welcome at the device as soon as its
-answer passes (the client's own unsubscription stays in the bridge), so the device
-holds none for B's side. A subscriber that sends other topics keeps them to itself.
+through the bridge. A message that is no (un)subscription at all is never forwarded:
+the device's publisher drops the subscriptions it reads just after one. The bridge
+unsubscribes a welcome at the device as soon as its answer passes (the client's own
+unsubscription stays in the bridge), so the device holds none for B's side. A
+subscriber that sends other topics keeps them to itself.
 
 The XSUB keeps what it was told to subscribe and subscribes it again at a new
 publisher, so a device that restarts (on a new signal port) is subscribed again
@@ -34,6 +36,9 @@ _HWM: Final = 10_000
 """Emissions queued per subscriber, and from the device, before ZeroMQ drops: as a device's own publisher keeps."""
 _BATCH: Final = 256
 """Messages moved in one turn of the loop before the bridge's other sockets are looked at."""
+_SUBSCRIBE: Final = b"\x01"
+_SUBSCRIPTION_KINDS: Final = frozenset({_SUBSCRIBE, b"\x00"})
+"""The first byte of a subscription and an unsubscription; an XPUB also hands on any other message a peer sends."""
 _LONGEST: Final = 4096
 """The longest subscription B's side may send (libzmq drops a connection that sends more): topics are names."""
 
@@ -78,8 +83,10 @@ class SignalRelay:
             if turn and not readable(self.xpub):
                 return
             message = self.xpub.recv(NOBLOCK)
-            subscribe, subject = message[:1] == b"\x01", message[1:]  # an XPUB reads only (un)subscriptions
-            if subject not in self.topics and not (subscribe and subject.startswith(WELCOME_PREFIX)):
+            kind, subject = message[:1], message[1:]
+            if kind not in _SUBSCRIPTION_KINDS:  # a message, not a subscription: the device would lose the next ones
+                continue
+            if subject not in self.topics and not (kind == _SUBSCRIBE and subject.startswith(WELCOME_PREFIX)):
                 continue
             with contextlib.suppress(zmq.Again):
                 self.xsub.send(message, NOBLOCK)
