@@ -171,3 +171,20 @@ def test_a_message_from_b_that_is_not_a_subscription_never_reaches_the_devices_p
             attacker.send(welcome)
             assert attacker.poll(5000) and attacker.recv_multipart()[0] == welcome[1:]
     assert not any("subscriptions dropped" in record.getMessage() for record in caplog.records)
+
+
+
+def test_a_welcome_longer_than_the_device_takes_is_not_forwarded_to_it(
+    sockets: list[zmq.Socket[bytes]], address: str, device: Echo
+) -> None:
+    # the device's libzmq drops a connection that sends a longer subscription than its interface needs (MAXMSGSIZE):
+    # that would be the bridge's one connection to its publisher, for every subscriber on B's side, again and again
+    peer = dealer(sockets, address)
+    peer.send(request(1, "hello", None, {"interface": None, "protocol": 1}))
+    attacker = dealer(sockets, replies(peer, 1)[1]["b"]["signals"], zmq.XSUB)
+    attacker.send(b"\x01\x01zidl-welcome:" + b"x" * 2000)
+    with EchoClient.connect(address, timeout=5.0) as listener:
+        arrived = threading.Event()
+        listener.tick.connect(lambda n, label: arrived.set())
+        device.tick.emit(1, "through")
+        assert arrived.wait(5.0)

@@ -214,7 +214,7 @@ class BridgedDevice:
             return
         interface, signals = greeted
         self._oneway = frozenset(m.name for m in interface.methods if m.oneway)
-        self.signals.learn([s.name for s in interface.signals])
+        self.signals.learn(interface)
         self.signals.point(signals, self._curve)
         if self.registration is None or self._interface is None or self._interface.hash != interface.hash:
             self._register(interface)
