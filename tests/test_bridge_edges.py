@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,17 @@ from fixtures.generated.echo import EchoClient
 from fixtures.raw_peers import eventually
 from fixtures.stream_device import Streamer
 
-from runtime import AuthenticationFailed, Bridge, CurveClient, CurveServer, ProtocolError, Registry, write_keypair
+from runtime import (
+    AuthenticationFailed,
+    Bridge,
+    ConnectionLost,
+    CurveClient,
+    CurveServer,
+    Limits,
+    ProtocolError,
+    Registry,
+    write_keypair,
+)
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
@@ -199,3 +210,34 @@ def _callers(bridge: Bridge) -> int:
     usage = bridge.usage("echo")
     assert usage is not None
     return usage.callers
+
+
+def test_a_call_whose_own_connection_to_the_device_drops_ends_as_lost(networks: Networks) -> None:
+    # the device's libzmq drops a connection that sends a frame far over its limits (MAXMSGSIZE): the bridge's limits
+    # let it by, so the caller's own connection through the bridge drops while the device and the others stay
+    small = Limits(max_bytes=1 << 20, max_header_bytes=8192)
+    with (
+        Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT, limits=small),
+        Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT).running() as bridge,
+        EchoClient.lookup("echo", registry=networks.b, timeout=5.0, heartbeat=FAST_HEARTBEAT) as client,
+    ):
+        assert client.add(1, 2) == 3
+        with pytest.raises(ConnectionLost):  # as a direct caller's would: not a wait until its timeout
+            client.echo(b"x" * (66 << 20), timeout=30.0)
+        assert bridge.away == set()
+        assert client.add(2, 3) == 5  # its connection to the device made again
+
+
+def test_a_device_that_refuses_the_bridges_key_is_logged_with_why(
+    networks: Networks, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, secret = write_keypair(tmp_path / "echo", "echo")
+    someone, _ = write_keypair(tmp_path / "someone", "someone")
+    device_curve = CurveServer(secret, allowed=[someone])  # not the bridge's key
+    with (
+        caplog.at_level(logging.WARNING, logger="runtime.bridge"),
+        Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT, curve=device_curve),
+        Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT).running() as bridge,
+    ):
+        eventually(lambda: any("refused this client's key" in record.getMessage() for record in caplog.records))
+        assert bridge.away == {"echo"} and bridge.names == {}

@@ -69,19 +69,19 @@ class Bridge:
         if to is None:
             raise ZidlError("a bridge needs the registry of B's side: to=")
         self._options = Options(
-            registry_address(registry),
-            to,
-            bind,
-            None if only is None else frozenset(only),
-            curve,
-            registry_curve,
-            to_curve,
-            heartbeat,
-            limits,
-            max_callers,
-            max_held,
-            max_held_bytes,
-            away,
+            registry=registry_address(registry),
+            to=to,
+            bind=bind,
+            only=None if only is None else frozenset(only),
+            curve=curve,
+            registry_curve=registry_curve,
+            to_curve=to_curve,
+            heartbeat=heartbeat,
+            limits=limits,
+            max_callers=max_callers,
+            max_held=max_held,
+            max_held_bytes=max_held_bytes,
+            away=away,
         )
         self._devices: dict[str, BridgedDevice] = {}
         self._names: dict[str, str] = {}

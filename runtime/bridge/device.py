@@ -8,7 +8,8 @@ has its ``t`` cut to what is left. It answers a registry's ``ping``: it holds th
 
 While the device is away (its connection is down, or it is restarting) requests are
 held (``runtime.bridge.held``); the calls in flight when it went are answered with a
-``lost`` error, which the caller raises as ``ConnectionLost``. A caller that leaves B's
+``lost`` error, which the caller raises as ``ConnectionLost``, and so are a caller's
+when its own connection to the device drops. A caller that leaves B's
 side (its connection drops, a reply to it cannot be delivered) has its connection to
 the device closed, and the device cancels its calls and streams.
 """
@@ -24,6 +25,7 @@ from typing import Any, Final
 import zmq
 
 from runtime.bridge.held import Held, HeldRequests
+from runtime.bridge.intake import BATCH, read_requests
 from runtime.bridge.loop import Loop
 from runtime.bridge.options import Options
 from runtime.bridge.signals import SignalRelay
@@ -48,7 +50,7 @@ from runtime.protocol.wire import request_id_of
 from runtime.registry.client import DeviceRecord
 from runtime.registry.registration import Registration
 from runtime.schema.interface import Interface
-from runtime.server.intake import configure, drop_rest
+from runtime.server.intake import configure
 from runtime.server.replies import Replies
 from runtime.transport.addresses import beside
 from runtime.transport.callers import Callers
@@ -57,8 +59,6 @@ from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, readab
 
 logger = logging.getLogger(__name__)
 
-_BATCH: Final = 64
-"""Messages read off one socket in one turn of the loop, before the other sockets are looked at."""
 _RETRY: Final = 0.01
 """Seconds before held requests are offered again to a device whose pipe was full."""
 
@@ -112,7 +112,7 @@ class BridgedDevice:
                 self._grant.close()
             raise
         self._watch(self._callers.socket, self._dropped)  # before the ROUTER: see ``runtime.transport.callers``
-        self._watch(router, self._requests)
+        self._watch(router, lambda: read_requests(router, self._callers, options.limits, self._request, self._refuse))
         self._watch(self.signals.xpub, self.signals.subscriptions)
         self._watch(self.signals.xsub, self.signals.emissions)
         self._watch(self._control.socket, self._greeted)
@@ -193,7 +193,11 @@ class BridgedDevice:
     # --- the device's connection and handshake ----------------------------------------------------------
 
     def _connection(self) -> None:
-        lost = self._control.monitor.drain()
+        monitor = self._control.monitor
+        before = monitor.refused
+        lost = monitor.drain()
+        if (refused := monitor.refused) is not None and refused != before:  # else it retries in silence
+            logger.warning("%s: the device at %s refused the bridge: %s", self._what, self._control.address, refused)
         if lost and self.present:
             self._away()
         if self._control.connected and not self.present:
@@ -209,7 +213,7 @@ class BridgedDevice:
             return
         interface, signals = greeted
         self._oneway = frozenset(m.name for m in interface.methods if m.oneway)
-        self.signals.learn([s.name for s in interface.signals])
+        self.signals.learn(interface)
         self.signals.point(signals, self._curve)
         if self.registration is None or self._interface is None or self._interface.hash != interface.hash:
             self._register(interface)
@@ -246,41 +250,22 @@ class BridgedDevice:
         self.present = False
         logger.info("%s: the device went away; holding its requests", self._what)
         message = f"{self.name} went away (behind the bridge) while the call was in flight"
-        for upstream in list(self._upstreams.values()):  # a reply that finds its caller gone forgets it
-            for request_id in list(upstream.awaiting):
-                self._reply(upstream.caller, lost_reply(request_id, message))
-            upstream.awaiting.clear()
+        for upstream in list(self._upstreams.values()):
+            self._lose(upstream, message)
         self._on_presence()
 
-    # --- requests from B's side, replies from the device --------------------------------------------------
+    def _upstream_connection(self, upstream: Upstream) -> None:
+        """``upstream``'s monitor: when its connection dropped, the device will answer none of what it awaited."""
+        if upstream.monitor.drain() and upstream.awaiting:
+            self._lose(upstream, f"the bridge's connection to {self.name} for this caller dropped during the call")
 
-    def _requests(self) -> None:
-        """Read what B's side sent, its size checked frame by frame as a device's own intake does."""
-        router, limits = self._router, self._options.limits
-        for turn in range(_BATCH):  # the poll said one is waiting; more while more are (no zmq.Again to raise)
-            if turn and not readable(router):
-                return
-            frame = router.recv(NOBLOCK, copy=False)
-            caller = frame.bytes
-            if caller not in self._callers.sources:
-                self._callers.note(caller, frame)
-            if not frame.more:
-                continue
-            frame = router.recv(copy=False)
-            if len(frame) > limits.max_header_bytes:
-                self._refuse(caller, frame, drop_rest(router, frame, frame, 1, len(frame), limits))
-                continue
-            message: list[Any] = [frame]
-            size = len(frame)
-            while frame.more:
-                frame = router.recv(copy=False)
-                message.append(frame)
-                size += len(frame)
-                if size > limits.max_bytes or len(message) > limits.max_frames:
-                    self._refuse(caller, message[0], drop_rest(router, message[0], frame, len(message), size, limits))
-                    break
-            else:
-                self._request(caller, message)
+    def _lose(self, upstream: Upstream, message: str) -> None:
+        """End every request ``upstream`` awaits with ``lost`` (a reply that finds its caller gone forgets it)."""
+        for request_id in list(upstream.awaiting):
+            self._reply(upstream.caller, lost_reply(request_id, message))
+        upstream.awaiting.clear()
+
+    # --- requests from B's side (``runtime.bridge.intake`` reads them), replies from the device ---------------
 
     def _refuse(self, caller: bytes, header: Any, why: str) -> None:
         self._reply(caller, refusal(request_id_of(header), f"{self._what}: {why}"))
@@ -296,11 +281,12 @@ class BridgedDevice:
             return
         if head.kind == CANCEL and len(self._held):
             held = self._held.cancel(caller, head.request_id)
-            if held is not None:
-                if held.head.kind in AWAITED and not held.oneway:
+            if held is not None and held.head.kind in AWAITED:  # it never reached the device: answered here
+                if not held.oneway:
                     message = f"{head.name or held.head.name} was cancelled by its caller before it reached {self.name}"
                     self._reply(caller, cancelled_reply(held.head.request_id, message))
                 return
+            # else only its credits (or an earlier cancel) were held: the call is on the device, the cancel goes on
         if head.kind in AWAITED and self._calls_of(caller) >= self._options.limits.max_calls_per_caller:
             most = self._options.limits.max_calls_per_caller
             self._reply(caller, refusal(head.request_id, f"{self._what}: {most} calls of this connection wait"))
@@ -319,7 +305,7 @@ class BridgedDevice:
     def _hold(self, caller: bytes, frames: list[Any], head: Head) -> None:
         oneway = head.kind == CALL and head.name in self._oneway
         held = Held(caller, frames, head, time.monotonic(), oneway, sum(len(frame) for frame in frames))
-        if self._held.add(held):
+        if self._held.add(held, self._options.limits.max_calls_per_caller):
             self.due = 0.0
         elif head.kind in AWAITED and not oneway:
             message = f"{self.name} is away and the bridge holds as many requests for it as it may"
@@ -359,11 +345,12 @@ class BridgedDevice:
             return None
         self._upstreams[caller] = upstream
         self._watch(upstream.socket, lambda: self._device_replies(upstream))
+        self._watch(upstream.monitor.socket, lambda: self._upstream_connection(upstream))  # after its replies
         return upstream
 
     def _device_replies(self, upstream: Upstream) -> None:
         sock = upstream.socket
-        for turn in range(_BATCH):
+        for turn in range(BATCH):
             if turn and not readable(sock):
                 return
             frames = recv_frames(sock, flags=NOBLOCK)
@@ -389,8 +376,9 @@ class BridgedDevice:
         self._held.gone(caller)
         upstream = self._upstreams.pop(caller, None)
         if upstream is not None:
-            self._loop.unwatch(upstream.socket)
-            self._sockets.remove(upstream.socket)
+            for sock in (upstream.socket, upstream.monitor.socket):
+                self._loop.unwatch(sock)
+                self._sockets.remove(sock)
             upstream.close()
 
     # --- helpers ---------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from B's side waits here, and so does every later one, so that each caller's
 requests reach the device in the order they were sent. A request its caller stops
 waiting for (its deadline passes, it is cancelled, the caller leaves) is dropped; a
 oneway call is kept until it is delivered, even when its caller has left. What the
-bound (``max_held`` requests, ``max_held_bytes``) turns away is counted and logged.
+bound (``max_held`` requests, ``max_held_bytes``, and a share of them for each
+connection, whatever their kind) turns away is counted and logged.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +61,11 @@ class HeldRequests:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def __iter__(self) -> Iterator[Held]:
-        return iter(self._queue)
-
-    def add(self, held: Held) -> bool:
-        """Hold ``held``; False (counted, logged) when the bound is met."""
-        if len(self._queue) >= self._max_count or self._bytes + held.size > self._max_bytes:
+    def add(self, held: Held, share: int) -> bool:
+        """Hold ``held``; False (counted, logged) when the bound is met, or when its caller holds ``share`` requests
+        already (so that no one connection takes the whole bound: its credits and cancels count too)."""
+        over_share = held.caller is not None and self.count(held.caller) >= share
+        if over_share or len(self._queue) >= self._max_count or self._bytes + held.size > self._max_bytes:
             self.refused += 1
             if self.refused == 1 or self.refused % 100 == 0:
                 logger.warning(

@@ -6,31 +6,31 @@ from dataclasses import dataclass
 from typing import Final
 
 from runtime.errors import ZidlError
-from runtime.protocol.wire import DEFAULT_LIMITS, Limits
+from runtime.protocol.wire import Limits
 from runtime.transport.addresses import split_tcp
 from runtime.transport.security import CurveClient, CurveServer
-from runtime.transport.sockets import DEFAULT_HEARTBEAT, Heartbeat
+from runtime.transport.sockets import Heartbeat
 
 DEFAULT_BIND: Final = "tcp://*:0"
 
 
 @dataclass(frozen=True)
 class Options:
-    """A bridge's settings (``runtime.Bridge`` documents each)."""
+    """A bridge's settings (``runtime.Bridge`` documents each, with its defaults)."""
 
     registry: str
     to: str
-    bind: str = DEFAULT_BIND
-    only: frozenset[str] | None = None
-    curve: CurveServer | None = None
-    registry_curve: CurveClient | None = None
-    to_curve: CurveClient | None = None
-    heartbeat: Heartbeat = DEFAULT_HEARTBEAT
-    limits: Limits = DEFAULT_LIMITS
-    max_callers: int = 128
-    max_held: int = 1000
-    max_held_bytes: int = 64 * 1024 * 1024
-    away: float = 10.0
+    bind: str
+    only: frozenset[str] | None
+    curve: CurveServer | None
+    registry_curve: CurveClient | None
+    to_curve: CurveClient | None
+    heartbeat: Heartbeat
+    limits: Limits
+    max_callers: int
+    max_held: int
+    max_held_bytes: int
+    away: float
 
     def __post_init__(self) -> None:
         if self.registry == self.to:

@@ -7,9 +7,12 @@ on to the device, later ones stay in the bridge, and its last unsubscription goe
 on. Only what can match an emission or proves a subscription is forwarded: a signal
 of the interface and the one-off welcome topics, which the device answers; so a
 client's ``connect()`` returns once its subscription is live at the device itself,
-through the bridge. The bridge unsubscribes a welcome at the device as soon as its
-answer passes (the client's own unsubscription stays in the bridge), so the device
-holds none for B's side. A subscriber that sends other topics keeps them to itself.
+through the bridge. A message that is no (un)subscription at all is never forwarded
+(the device's publisher drops the subscriptions it reads just after one), nor is one
+longer than the device takes (its libzmq would drop the bridge's connection). The bridge
+unsubscribes a welcome at the device as soon as its answer passes (the client's own
+unsubscription stays in the bridge), so the device holds none for B's side. A
+subscriber that sends other topics keeps them to itself.
 
 The XSUB keeps what it was told to subscribe and subscribes it again at a new
 publisher, so a device that restarts (on a new signal port) is subscribed again
@@ -24,7 +27,8 @@ from typing import Any, Final
 
 import zmq
 
-from runtime.protocol.messages import WELCOME_PREFIX, topic
+from runtime.protocol.messages import WELCOME_PREFIX, longest_subscription, topic
+from runtime.schema.interface import Interface
 from runtime.transport.security import CurveClient
 from runtime.transport.sockets import NOBLOCK, Socket, bind, make_socket, readable, recv_frames, send_frames
 
@@ -34,6 +38,9 @@ _HWM: Final = 10_000
 """Emissions queued per subscriber, and from the device, before ZeroMQ drops: as a device's own publisher keeps."""
 _BATCH: Final = 256
 """Messages moved in one turn of the loop before the bridge's other sockets are looked at."""
+_SUBSCRIBE: Final = b"\x01"
+_SUBSCRIPTION_KINDS: Final = frozenset({_SUBSCRIBE, b"\x00"})
+"""The first byte of a subscription and an unsubscription; an XPUB also hands on any other message a peer sends."""
 _LONGEST: Final = 4096
 """The longest subscription B's side may send (libzmq drops a connection that sends more): topics are names."""
 
@@ -51,13 +58,16 @@ class SignalRelay:
         self.xsub.setsockopt(zmq.RCVHWM, _HWM)
         self.upstream: str | None = None
         self.topics: frozenset[bytes] = frozenset()
+        self.longest = 0
 
     def bind(self, address: str) -> str:
         return bind(self.xpub, address)
 
-    def learn(self, signals: list[str]) -> None:
-        """The device's signal names, whose topics are forwarded."""
-        self.topics = frozenset(topic(name) for name in signals)
+    def learn(self, interface: Interface) -> None:
+        """The device's interface: its signals' topics are forwarded, and no subscription longer than the device takes
+        (its libzmq drops a connection that sends one: this one, every subscriber's on B's side)."""
+        self.topics = frozenset(topic(signal.name) for signal in interface.signals)
+        self.longest = longest_subscription(interface)
 
     def point(self, address: str, curve: CurveClient | None) -> None:
         """Take the device's emissions from ``address`` (the device's publisher), from now on."""
@@ -78,8 +88,12 @@ class SignalRelay:
             if turn and not readable(self.xpub):
                 return
             message = self.xpub.recv(NOBLOCK)
-            subscribe, subject = message[:1] == b"\x01", message[1:]  # an XPUB reads only (un)subscriptions
-            if subject not in self.topics and not (subscribe and subject.startswith(WELCOME_PREFIX)):
+            kind, subject = message[:1], message[1:]
+            if kind not in _SUBSCRIPTION_KINDS:  # a message, not a subscription: the device would lose the next ones
+                continue
+            if len(message) > self.longest:
+                continue
+            if subject not in self.topics and not (kind == _SUBSCRIBE and subject.startswith(WELCOME_PREFIX)):
                 continue
             with contextlib.suppress(zmq.Again):
                 self.xsub.send(message, NOBLOCK)

@@ -5,7 +5,10 @@ so the device sees every caller as it would see them directly: its calls in flig
 are keyed by that connection, a ``cancel`` reaches only the sender's own calls, the
 device's quotas are per caller, and a caller that leaves B's side closes its
 connection, which the device sees drop and cancels that caller's calls. An upstream
-has no ``IMMEDIATE``: what is sent before its connection is up waits in its pipe.
+has no ``IMMEDIATE``: what is sent before its connection is up waits in its pipe. Its
+monitor says when its own connection drops (the device's libzmq drops a connection
+that sends a frame far over its limits, heartbeats time out): the requests it awaited
+get no reply from the device then.
 
 The bridge's own connection (``Control``) says whether the device is there at all
 (its monitor), makes the bridge's own handshake (where the device publishes its
@@ -64,9 +67,14 @@ class Upstream:
         self.awaiting: dict[Any, Any] = {}
         """The requests sent and not answered yet, by id: their kind (a ``hello``'s reply names the signals)."""
         try:
-            _connect(self.socket, address, curve)
+            self.monitor = Monitor(self.socket)
         except BaseException:
             self.socket.close(linger=0)
+            raise
+        try:
+            _connect(self.socket, address, curve)
+        except BaseException:
+            self.close()
             raise
 
     def send(self, frames: list[Any], head: Head, oneway: frozenset[str]) -> bool:
@@ -96,6 +104,7 @@ class Upstream:
         _connect(self.socket, address, curve)
 
     def close(self) -> None:
+        self.monitor.close()
         self.socket.close(linger=0)
 
 
