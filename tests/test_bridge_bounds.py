@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
-from fixtures.bridging import BIND, BRIDGE_HEARTBEAT, Networks, networks, wait_for_name  # noqa: F401
+from fixtures.bridging import BIND, BRIDGE_HEARTBEAT, Networks, address_in, networks  # noqa: F401
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
 from fixtures.raw_peers import dealer, eventually, replies, request, sockets  # noqa: F401
@@ -41,9 +41,7 @@ def bridge(networks: Networks, device: Echo) -> Iterator[Bridge]:
 
 @pytest.fixture
 def address(networks: Networks, bridge: Bridge) -> str:
-    record = wait_for_name(networks.b, "echo")
-    assert record is not None
-    return record.address
+    return address_in(networks.b, "echo")
 
 
 def test_messages_over_the_limits_are_refused_with_their_id_and_never_reach_the_device(
@@ -68,9 +66,7 @@ def test_a_caller_holds_no_more_than_its_quota_while_the_device_is_away(
 ) -> None:
     with Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT, limits=LIMITS).running() as bridge:
         with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
-            record = wait_for_name(networks.b, "echo")
-            assert record is not None
-            peer = dealer(sockets, record.address)
+            peer = dealer(sockets, address_in(networks.b, "echo"))
             peer.send(request(0, "hello", None, {"interface": None, "protocol": 1}))
             assert replies(peer, 1)[0]["k"] == "ok"
         assert bridge.wait("echo", present=False)
@@ -123,9 +119,8 @@ def test_a_caller_cannot_fill_the_held_bound_with_credits_and_cancels_while_the_
     bridge = Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT, limits=LIMITS, max_held=10)
     with bridge.running():
         with Echo().running(BIND, registry=networks.a, name="echo", heartbeat=FAST_HEARTBEAT):
-            record = wait_for_name(networks.b, "echo")
-            assert record is not None
-            greedy, polite = dealer(sockets, record.address), dealer(sockets, record.address)
+            bridged = address_in(networks.b, "echo")
+            greedy, polite = dealer(sockets, bridged), dealer(sockets, bridged)
             for peer in (greedy, polite):
                 peer.send(hello)
                 assert replies(peer, 1)[0]["k"] == "ok"

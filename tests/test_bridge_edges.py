@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from fixtures.bridging import BIND, BRIDGE_HEARTBEAT, Networks, networks, wait_for_name  # noqa: F401
+from fixtures.bridging import BIND, BRIDGE_HEARTBEAT, Networks, address_in, networks, wait_for_name  # noqa: F401
 from fixtures.echo_device import FAST_HEARTBEAT, Echo
 from fixtures.generated.echo import EchoClient
 from fixtures.raw_peers import eventually
@@ -92,10 +92,8 @@ def test_a_caller_that_leaves_b_has_its_stream_cancelled_on_the_device(networks:
         streamer.running(BIND, registry=networks.a, name="streamer", heartbeat=FAST_HEARTBEAT),
         Bridge(networks.a, networks.b, bind=BIND, heartbeat=BRIDGE_HEARTBEAT).running(),
     ):
-        record = wait_for_name(networks.b, "streamer")
-        assert record is not None
         reader = subprocess.Popen(
-            [sys.executable, "-m", "fixtures.stream_reader", record.address, "stream"],
+            [sys.executable, "-m", "fixtures.stream_reader", address_in(networks.b, "streamer"), "stream"],
             stdout=subprocess.PIPE,
             text=True,
             env=ENV,
@@ -168,9 +166,7 @@ def bridge(networks: Networks) -> Iterator[Bridge]:
 @pytest.fixture
 def bridged_echo(networks: Networks, bridge: Bridge) -> str:
     """The bridged Echo's address on B's side."""
-    record = wait_for_name(networks.b, "echo")
-    assert record is not None
-    return record.address
+    return address_in(networks.b, "echo")
 
 
 def raw_exchange(address: str, frames: list[bytes]) -> list[bytes]:
