@@ -36,6 +36,7 @@ from bench.generated.bench import BenchClient
 from bench.harness import CLIENT_CPU, SERVER_CPU, Child, children
 from bench.servers import Bench
 from runtime import Registry, list_devices
+from runtime.protocol.messages import hello_body
 from runtime.registry import RegistryClient
 
 DEVICE = "soak"
@@ -43,6 +44,8 @@ LEGITIMATE_CLIENTS = 3
 PACE = 0.005
 """Seconds a legitimate client rests between two rounds of calls."""
 MIB = 1024 * 1024
+WARM_UP = 10.0
+"""Seconds of legitimate traffic alone before the baseline RSS is read."""
 
 
 def serve_registry(link: Connection) -> None:
@@ -298,7 +301,7 @@ def _rss(pid: int) -> int:
 def _hello(device: str) -> str:
     """The device's signal address, from its handshake."""
     with _dealer(device) as sock:
-        sock.send(_header(1, "hello", None, {}))
+        sock.send(_header(1, "hello", None, hello_body(None)))
         assert sock.poll(5000), "the device did not answer its handshake"
         return str(json.loads(sock.recv_multipart()[0])["b"]["signals"])
 
@@ -314,9 +317,7 @@ def soak(minutes: float) -> dict[str, Any]:
             with children(legitimate, (registry, device), count=LEGITIMATE_CLIENTS, cpu=CLIENT_CPU) as clients:
                 for client in clients:
                     client.receive()
-                warmed = time.monotonic() + 10
-                while time.monotonic() < warmed:
-                    time.sleep(1.0)
+                time.sleep(WARM_UP)  # the legitimate traffic alone, before the baseline is read
                 baseline = {name: _rss(pid) for name, pid in pids.items()}
                 with children(attacker, (where,), cpu=CLIENT_CPU) as (attack,):
                     attack.receive()
