@@ -208,53 +208,63 @@ def test_a_header_over_its_limit_is_refused_unread_with_its_id_and_never_echoed(
 @pytest.mark.parametrize(
     ("limits", "body", "fits"),
     [
-        (Limits(max_backlog=20), {"a": 1}, 20),
-        (Limits(max_backlog_bytes=1 << 20), {"a": 1, "b": 2, "pad": "x" * (64 << 10)}, 15),
+        (Limits(max_backlog=20), {"a": 1}, (10, 5)),  # the first takes half of 20, the second half of what is left
+        (Limits(max_backlog_bytes=1 << 20), {"a": 1, "b": 2, "pad": "x" * (64 << 10)}, (8, 4)),  # of 16 that fit
     ],
     ids=["calls", "bytes"],
 )
-def test_the_serial_backlog_is_bounded_in_calls_and_in_bytes(
-    sockets: list[zmq.Socket[bytes]], limits: Limits, body: dict[str, Any], fits: int
+def test_the_serial_backlog_is_bounded_in_calls_and_in_bytes_and_shared_between_connections(
+    sockets: list[zmq.Socket[bytes]], limits: Limits, body: dict[str, Any], fits: tuple[int, int]
 ) -> None:
     device = Held()
     with device.running("tcp://127.0.0.1:0", limits=limits) as address:
         try:
-            attacker = _dealer(sockets, address)
+            attacker, other = _dealer(sockets, address), _dealer(sockets, address)
             attacker.send(_request(0, "call", "sleep", {"seconds": -1.0}))
             assert device.sleeping.wait(5)
-            for n in range(1, 101):
-                attacker.send(_request(n, "call", "echo", {"value": body}))
-            refused = _replies(attacker, 100 - fits)
-            assert sorted(refused) == list(range(fits + 1, 101))  # the first ones wait, the later ones are told
-            assert all("full queue of calls" in reply["b"]["message"] for reply in refused.values())
+            for peer, share in zip((attacker, other), fits, strict=True):
+                for n in range(1, 101):
+                    peer.send(_request(n, "call", "echo", {"value": body}))
+                refused = _replies(peer, 100 - share)
+                assert sorted(refused) == list(range(share + 1, 101))  # the first ones wait, the later ones are told
+                assert all("full queue of calls" in reply["b"]["message"] for reply in refused.values())
             usage = _usage(device)
-            assert (usage.backlog, usage.refused) == (fits, 100 - fits)
+            assert (usage.backlog, usage.refused) == (sum(fits), 200 - sum(fits))
             assert usage.backlog_bytes <= limits.max_backlog_bytes
             with Reads(address) as reads:
                 _eventually(reads.enough)
             reads.check()
             device.release.set()
-            answered = _replies(attacker, fits + 1)
-            assert sorted(answered) == list(range(fits + 1))
-            assert all(reply["k"] == "ok" for reply in answered.values())
+            for peer, first, share in ((attacker, 0, fits[0]), (other, 1, fits[1])):
+                answered = _replies(peer, share + 1 - first)
+                assert sorted(answered) == list(range(first, share + 1))
+                assert all(reply["k"] == "ok" for reply in answered.values())
             _eventually(lambda: (_usage(device).backlog, _usage(device).calls) == (0, 0))
             assert _usage(device).backlog_bytes == 0
         finally:
             device.release.set()
 
 
-def test_calls_waiting_for_the_pool_are_bounded(sockets: list[zmq.Socket[bytes]]) -> None:
+def test_calls_waiting_for_the_pool_are_bounded_and_shared_between_connections(
+    sockets: list[zmq.Socket[bytes]],
+) -> None:
     device = Held(hold_fast=True)
     with device.running("tcp://127.0.0.1:0", limits=Limits(max_backlog=10)) as address:
         try:
-            attacker = _dealer(sockets, address)
-            for n in range(50):  # four run in the pool, ten wait, the rest are told
+            attacker, other = _dealer(sockets, address), _dealer(sockets, address)
+            for n in range(50):  # four run in the pool, five wait (half of ten), the rest are told
                 attacker.send(_request(n, "call", "fast", {}))
-            refused = _replies(attacker, 36)
+            refused = _replies(attacker, 41)
             assert all("full queue of calls" in reply["b"]["message"] for reply in refused.values())
-            assert (_usage(device).pool_waiting, _usage(device).refused) == (10, 36)
+            for n in range(10):  # three wait (half of the five left, and one), the rest are told
+                other.send(_request(n, "call", "fast", {}))
+            assert sorted(_replies(other, 7)) == list(range(3, 10))
+            assert (_usage(device).pool_waiting, _usage(device).refused) == (8, 48)
             device.release.set()
-            assert all(reply["b"] == "fast" for reply in _replies(attacker, 14).values())
+            assert all(reply["b"] == "fast" for reply in _replies(attacker, 9).values())
+            answered = _replies(other, 3)
+            assert sorted(answered) == [0, 1, 2]
+            assert all(reply["b"] == "fast" for reply in answered.values())
             _eventually(lambda: (_usage(device).pool_waiting, _usage(device).calls) == (0, 0))
         finally:
             device.release.set()

@@ -30,7 +30,8 @@ class Limits:
     max_header_bytes: int = 1 * _MIB
     """Bytes of the JSON header frame, refused before it is parsed; large values travel as frames."""
     max_backlog: int = 1000
-    """Serial calls waiting behind the one that runs, from every caller."""
+    """Serial calls waiting behind the one that runs, from every caller (and as many waiting for the pool); one
+    connection holds no more of either queue than is free."""
     max_backlog_bytes: int = 256 * _MIB
     """Bytes of the messages of those waiting calls; a call always queues behind none."""
     max_calls_per_caller: int = 1000

@@ -6,29 +6,30 @@ from collections import deque
 
 from runtime.protocol.limits import Limits
 from runtime.server.runners import Call
+from runtime.server.shares import Shares
 
 
 class Backlog:
-    """A bounded queue of calls; the engine uses it under its ``turn`` lock only."""
+    """A bounded queue of calls, each connection within its share; the engine uses it under its ``turn`` lock only."""
 
     def __init__(self, limits: Limits) -> None:
-        self._most = limits.max_backlog
-        self._most_bytes = limits.max_backlog_bytes
+        self._shares = Shares(limits.max_backlog, limits.max_backlog_bytes)
         self._calls: deque[Call] = deque()
-        self.bytes = 0
-        """The bytes of the messages of the calls waiting."""
 
     def __len__(self) -> int:
         return len(self._calls)
 
+    @property
+    def message_bytes(self) -> int:
+        """The bytes of the messages of the calls waiting."""
+        return self._shares.bytes
+
     def offer(self, call: Call) -> bool:
-        """Queue ``call`` unless the backlog is full (``Limits.max_backlog``, ``max_backlog_bytes``); an empty
-        backlog takes any call."""
-        calls = self._calls
-        if len(calls) >= self._most or (calls and self.bytes + call.size > self._most_bytes):
+        """Queue ``call`` unless its connection has its share of the backlog (``Limits.max_backlog``,
+        ``max_backlog_bytes``, see ``Shares``)."""
+        if not self._shares.take(call.caller, call.size):
             return False
-        calls.append(call)
-        self.bytes += call.size
+        self._calls.append(call)
         return True
 
     def take(self) -> Call | None:
@@ -36,7 +37,7 @@ class Backlog:
         if not self._calls:
             return None
         call = self._calls.popleft()
-        self.bytes -= call.size
+        self._shares.give(call.caller, call.size)
         return call
 
     def drop_caller(self, caller: bytes) -> list[Call]:
@@ -44,5 +45,6 @@ class Backlog:
         dropped = [call for call in self._calls if call.caller == caller]
         if dropped:
             self._calls = deque(call for call in self._calls if call.caller != caller)
-            self.bytes -= sum(call.size for call in dropped)
+            for call in dropped:
+                self._shares.give(caller, call.size)
         return dropped

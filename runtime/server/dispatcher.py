@@ -182,7 +182,7 @@ class Dispatcher:
         engine = self._engine
         calls, callers = self._quotas.in_progress()
         with engine.turn_lock:
-            backlog, backlog_bytes = len(engine.backlog), engine.backlog.bytes
+            backlog, backlog_bytes = len(engine.backlog), engine.backlog.message_bytes
         return Usage(
             calls=calls,
             callers=callers,
@@ -245,7 +245,7 @@ class Dispatcher:
             call.key = (caller, (repr(call.request_id),))
             self.in_flight[call.key] = call
         if runner.concurrent:
-            queued = self._quotas.queue(call.size, self._pool.submit, lambda: self._engine.run_elsewhere(call))
+            queued = self._quotas.queue(caller, call.size, self._pool.submit, lambda: self._engine.run_elsewhere(call))
         else:
             queued = self._engine.serial(me, call)
         if not queued:
@@ -341,7 +341,9 @@ class Dispatcher:
             return
         if not self._admit(caller):
             self._over_quota(caller, request, False, f"{self._limits.max_calls_per_caller} calls in progress")
-        elif not self._quotas.queue(request.size, self._pool.submit, lambda: self._write(caller, writer, request)):
+        elif not self._quotas.queue(
+            caller, request.size, self._pool.submit, lambda: self._write(caller, writer, request)
+        ):
             self._release(caller)
             self._over_quota(caller, request, False, "a full queue of calls waiting to start")
 

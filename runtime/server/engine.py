@@ -193,8 +193,7 @@ class Engine:
     def serial(self, me: threading.Thread, call: Call) -> bool:
         """Run a serial call inline on ``me``, the leader, or put it in the backlog when another one is running.
 
-        False, and nothing done, when the backlog is full (``Limits.max_backlog``, ``max_backlog_bytes``; a backlog
-        holding nothing takes any call).
+        False, and nothing done, when the call's connection has its share of the backlog (``Backlog.offer``).
         """
         with self.turn_lock:
             if self.serial_busy:

@@ -3,7 +3,7 @@
 A connection (one client thread's socket) may have ``Limits.max_calls_per_caller``
 calls and writes accepted and not yet ended; the pool that runs ``concurrent`` calls
 and writes queues at most ``max_backlog`` of them (``max_backlog_bytes`` of their
-messages). Over a quota the dispatcher refuses the request with an error reply, so a
+messages), each connection within its share. Over a quota the dispatcher refuses the request with an error reply, so a
 greedy peer is told at once and the others are not slowed. ``Usage`` is what a running
 server holds for its peers, as ``Server.usage`` reports it.
 """
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.protocol.limits import Limits
+from runtime.server.shares import Shares
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,9 @@ class Quotas:
 
     def __init__(self, limits: Limits) -> None:
         self._per_caller = limits.max_calls_per_caller
-        self._most_waiting = limits.max_backlog
-        self._most_waiting_bytes = limits.max_backlog_bytes
+        self._waiting = Shares(limits.max_backlog, limits.max_backlog_bytes)
         self._lock = threading.Lock()
         self._held: dict[bytes, list[None]] = {}
-        self.waiting = 0
-        self.waiting_bytes = 0
         self.refused = 0
 
     def admit(self, caller: bytes) -> bool:
@@ -80,25 +78,27 @@ class Quotas:
             if not held:
                 self._held.pop(caller, None)
 
-    def queue(self, size: int, submit: Callable[[Callable[[], None]], object], work: Callable[[], None]) -> bool:
-        """Hand ``work`` (from a message of ``size`` bytes) to the pool through ``submit``; False when the pool's
-        queue is full (a queue holding nothing takes any)."""
+    def queue(
+        self, caller: bytes, size: int, submit: Callable[[Callable[[], None]], object], work: Callable[[], None]
+    ) -> bool:
+        """Hand ``work`` (from ``caller``'s message of ``size`` bytes) to the pool through ``submit``; False when
+        ``caller`` has its share of the pool's queue (see ``Shares``)."""
         with self._lock:
-            if self.waiting >= self._most_waiting or (
-                self.waiting and self.waiting_bytes + size > self._most_waiting_bytes
-            ):
+            if not self._waiting.take(caller, size):
                 return False
-            self.waiting += 1
-            self.waiting_bytes += size
 
         def start() -> None:
             with self._lock:
-                self.waiting -= 1
-                self.waiting_bytes -= size
+                self._waiting.give(caller, size)
             work()
 
         submit(start)
         return True
+
+    @property
+    def waiting(self) -> int:
+        """``concurrent`` calls and property writes waiting for a pool thread."""
+        return self._waiting.calls
 
     def refusal(self) -> None:
         """Count a request refused over a limit (of a message, a quota or a queue)."""
