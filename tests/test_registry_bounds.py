@@ -214,9 +214,9 @@ def test_a_flood_of_registrations_is_answered_and_leaves_nothing_behind(
         assert not tracebacks.seen, tracebacks.seen[:3]
 
 
-def _held_reaches(address: str, least: int) -> int:
-    """The registry's unread reply bytes once they reach ``least`` (asked again until then, 5 s at most)."""
-    deadline = time.monotonic() + 5
+def _held_reaches(address: str, least: int, seconds: float = 5.0) -> int:
+    """The registry's unread reply bytes once they reach ``least`` (asked again until then, ``seconds`` at most)."""
+    deadline = time.monotonic() + seconds
     held: int = _info(address)["unread_bytes"]
     while held < least and time.monotonic() < deadline:
         held = _info(address)["unread_bytes"]
@@ -229,20 +229,27 @@ def test_unread_list_replies_are_bounded_in_bytes() -> None:
     with _registry(**options).running("tcp://127.0.0.1:0") as address:
         raw = Raw(address)
         greedy: list[zmq.Socket[bytes]] = []
+
+        def flood() -> None:
+            sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, 1)
+            sock.setsockopt(zmq.RCVBUF, 4096)
+            sock.connect(address)
+            greedy.append(sock)
+            for n in range(400):  # 22 MB of replies, never read
+                sock.send(json.dumps({"v": 1, "id": n, "k": "list"}).encode())
+
         try:
             for i in range(300):  # a page of about 55 KB
                 raw.register(f"device-{i:03}", dead_address())
-            for bound in (per_peer, total):  # one peer meets its own bound, a second the registry's
-                sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.RCVHWM, 1)
-                sock.setsockopt(zmq.RCVBUF, 4096)
-                sock.connect(address)
-                greedy.append(sock)
-                for n in range(400):  # 22 MB of replies, never read
-                    sock.send(json.dumps({"v": 1, "id": n, "k": "list"}).encode())
-                held = _held_reaches(address, bound - page)
-                assert bound - page <= held <= bound, f"{held} bytes held for peers that do not read"
+            flood()  # one peer meets its own bound
+            held = _held_reaches(address, per_peer - page)
+            assert per_peer - page <= held <= per_peer, f"{held} bytes held for a peer that does not read"
+            while held < total - page and len(greedy) < 8:  # each holds no more than is free: a few meet the total
+                flood()
+                held = _held_reaches(address, total - page, seconds=1.0)
+            assert total - page <= held <= total, f"{held} bytes held for {len(greedy)} peers that do not read"
             try:  # refused while the registry's bound is met; served once a page has gone out
                 list_devices(registry=address)
             except ProtocolError as exc:
@@ -258,6 +265,29 @@ def test_unread_list_replies_are_bounded_in_bytes() -> None:
         assert held == 0, f"{held} bytes still held for peers that left"
         assert len(list_devices(registry=address)) == 300
         raw.close()
+
+
+def test_one_peer_that_never_reads_leaves_the_others_room_to_list() -> None:
+    page, bound = 64 * 1024, 384 * 1024  # the peer's own bound as large as the registry's
+    options = {"max_list_bytes": page, "max_unread_bytes": bound, "max_unread_total": bound, **LONG}
+    with _registry(**options).running("tcp://127.0.0.1:0") as address:
+        raw = Raw(address)
+        greedy: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        try:
+            for i in range(300):  # a page of about 55 KB
+                raw.register(f"device-{i:03}", dead_address())
+            greedy.setsockopt(zmq.RCVHWM, 1)
+            greedy.setsockopt(zmq.RCVBUF, 4096)
+            greedy.connect(address)
+            for n in range(400):
+                greedy.send(json.dumps({"v": 1, "id": n, "k": "list"}).encode())
+            held = _held_reaches(address, bound // 2 - page)
+            assert bound // 2 - page <= held <= bound // 2, f"{held} bytes held for one peer that does not read"
+            for _ in range(3):  # the other half is the others'
+                assert len(list_devices(registry=address)) == 300
+        finally:
+            greedy.close(0)
+            raw.close()
 
 
 def test_a_listing_comes_in_pages(tmp_path: Path) -> None:

@@ -36,10 +36,13 @@ class Backlog:
         return self._held
 
     def room(self, peer: bytes, size: int) -> bool:
-        """True when ``size`` more bytes for ``peer`` stay within both bounds (a first reply always fits)."""
+        """True when ``size`` more bytes for ``peer`` stay within its own bound and its share of the total (no more
+        than is free, so one peer that never reads leaves the others room); a first reply always fits."""
         self._release()
         mine = sum(n for _, n in self._by_peer.get(peer, ()))
-        return (mine == 0 or mine + size <= self.per_peer) and (self._held == 0 or self._held + size <= self.total)
+        return (mine == 0 or mine + size <= self.per_peer) and (
+            self._held == 0 or mine + size <= self.total - self._held
+        )
 
     def send(self, peer: bytes, frames: list[bytes]) -> None:
         """Send ``frames`` to ``peer`` and hold their size until libzmq lets go of them."""

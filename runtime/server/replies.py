@@ -5,7 +5,8 @@ A ROUTER queues replies for a peer that does not read them, up to ``SNDHWM``
 bytes or more leaves with its last frame tracked (``send_tracked``), so the server
 learns when libzmq has handed it on to the network; one that would take its
 connection, or every connection together, over ``max_unread_bytes`` (or
-``max_unread_bytes_total``) is dropped, counted and logged instead. What stays
+``max_unread_bytes_total``, of which a connection holds no more than is free) is
+dropped, counted and logged instead. What stays
 unbounded in bytes is under ``SNDHWM x TRACKED`` a connection, plus the kernel's socket
 buffers. Only the thread that owns the sockets sends.
 """
@@ -99,12 +100,18 @@ class Replies:
         held = self._held.get(caller, 0)
         if held and held + size > self._per_connection:
             return self._drop(size, f"{held} bytes of replies to its connection are unread")
-        if self.unread and self.unread + size > self._most:
+        if self._over_share(held, size):
             self._settle_at = 0.0
             self.tick()
-            if self.unread and self.unread + size > self._most:
+            held = self._held.get(caller, 0)
+            if self._over_share(held, size):
                 return self._drop(size, f"{self.unread} bytes of replies to every connection are unread")
         return True
+
+    def _over_share(self, held: int, size: int) -> bool:
+        """Whether a connection holding ``held`` bytes would, with ``size`` more, hold more of
+        ``max_unread_bytes_total`` than is free: one that never reads leaves the others room."""
+        return bool(self.unread) and held + size > self._most - self.unread
 
     def _settle(self, caller: bytes) -> None:
         sent = self._sent[caller]
