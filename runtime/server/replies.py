@@ -4,10 +4,9 @@ A ROUTER queues replies for a peer that does not read them, up to ``SNDHWM``
 (``Limits.max_unread_replies``) of them whatever their size. A reply of ``TRACKED``
 bytes or more leaves with its last frame tracked (``send_tracked``), so the server
 learns when libzmq has handed it on to the network; one that would take its
-connection, or every connection together, over ``max_unread_bytes`` (or
-``max_unread_bytes_total``, of which a connection holds no more than is free) is
-dropped, counted and logged instead. What stays
-unbounded in bytes is under ``SNDHWM x TRACKED`` a connection, plus the kernel's socket
+connection over ``max_unread_bytes``, or over its share of ``max_unread_bytes_total``
+(no more than is free), is dropped, counted and logged instead. What stays unbounded
+in bytes is under ``SNDHWM x TRACKED`` a connection, plus the kernel's socket
 buffers. Only the thread that owns the sockets sends.
 """
 
