@@ -441,24 +441,30 @@ def _open_stream(sock: zmq.Socket[bytes], request_id: int, name: str) -> None:
     sock.send(_request(request_id, "stream", name, {}, c=1))
 
 
-def test_streams_open_at_once_are_bounded_on_the_device_and_per_connection(sockets: list[zmq.Socket[bytes]]) -> None:
+def test_streams_open_at_once_are_bounded_on_the_device_and_shared_between_connections(
+    sockets: list[zmq.Socket[bytes]],
+) -> None:
     device = Streamer()
-    limits = Limits(max_concurrent_streams=3, max_calls_per_caller=2)
+    limits = Limits(max_concurrent_streams=4, max_calls_per_caller=2)
     with device.running("tcp://127.0.0.1:0", limits=limits) as address:
-        first, second = _dealer(sockets, address), _dealer(sockets, address)
+        first, second, third = _dealer(sockets, address), _dealer(sockets, address), _dealer(sockets, address)
         for request_id in (1, 2, 3):
             _open_stream(first, request_id, "ticks")
         items = _replies(first, 3)  # two first items, one refusal: each a thread, and the connection's quota is 2
         assert (items[1]["k"], items[2]["k"], items[3]["k"]) == ("item", "item", "err")
         assert "2 calls in progress" in items[3]["b"]["message"]
-        _open_stream(second, 1, "ticks")
-        _open_stream(second, 2, "ticks")
-        opened = _replies(second, 2)  # the device's third stream, then its bound of 3
+        for request_id in (1, 2):
+            _open_stream(second, request_id, "ticks")
+        opened = _replies(second, 2)  # one of the two threads left: a connection holds no more than is free
         assert opened[1]["k"] == "item"
-        assert opened[2]["k"] == "err" and "3 concurrent streams" in opened[2]["b"]["message"]
-        assert _usage(device).calls == 3
+        assert opened[2]["k"] == "err" and "share of the device's 4 concurrent streams" in opened[2]["b"]["message"]
+        for request_id in (1, 2):
+            _open_stream(third, request_id, "ticks")
+        opened = _replies(third, 2)  # the device's last thread, then its bound
+        assert (opened[1]["k"], opened[2]["k"]) == ("item", "err")
+        assert _usage(device).calls == 4
         first.close(linger=0)  # its connection drops: its two streams are cancelled, their generators closed
-        _eventually(lambda: _usage(device).calls == 1)
+        _eventually(lambda: _usage(device).calls == 2)
         assert all(run.closed.wait(5.0) for run in device.runs["ticks"][:2])
-        second.send(_request(3, "stream", "ticks", {}, c=1))
+        _open_stream(second, 3, "ticks")
         assert _replies(second, 1)[3]["k"] == "item"  # room again

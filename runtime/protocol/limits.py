@@ -37,7 +37,8 @@ class Limits:
     max_calls_per_caller: int = 1000
     """Calls of one connection accepted and not yet ended (waiting, running or replying)."""
     max_concurrent_streams: int = 100
-    """``concurrent`` streams open at once on a device, from every caller: each has a thread of its own."""
+    """``concurrent`` streams open at once on a device, from every caller: each has a thread of its own; one
+    connection holds no more of them than are free."""
     max_unread_replies: int = 1000
     """Replies queued for one connection that does not read them (ZeroMQ's ``SNDHWM``); more are dropped."""
     max_unread_bytes: int = 256 * _MIB

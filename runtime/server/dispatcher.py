@@ -263,12 +263,13 @@ class Dispatcher:
         if not isinstance(args, dict) or credits is None:
             self._refuse(caller, request.request_id, f"a request for {name} needs its arguments and its first credit")
             return
-        most = self._limits.max_concurrent_streams
-        if runner.concurrent and len(self._stream_threads) >= most:
-            self._over_quota(caller, request, False, f"{most} concurrent streams open on the device")
-            return
         if not self._admit(caller):
             self._over_quota(caller, request, False, f"{self._limits.max_calls_per_caller} calls in progress")
+            return
+        if runner.concurrent and not self._quotas.open_stream(caller):
+            self._release(caller)
+            most = self._limits.max_concurrent_streams
+            self._over_quota(caller, request, False, f"its share of the device's {most} concurrent streams open")
             return
         call = StreamCall(caller, request.request_id, runner, args, request.timeout, credits, request.size)
         try:
@@ -289,6 +290,7 @@ class Dispatcher:
             self._engine.run_elsewhere(call)
         finally:
             self._stream_threads.discard(threading.current_thread())
+            self._quotas.close_stream(call.caller)
 
     def _credit(self, me: threading.Thread, caller: bytes, request: Request) -> None:
         """More credit for the sender's stream; no reply, and one that names no stream of the sender is ignored."""

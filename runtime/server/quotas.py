@@ -3,7 +3,8 @@
 A connection (one client thread's socket) may have ``Limits.max_calls_per_caller``
 calls and writes accepted and not yet ended; the pool that runs ``concurrent`` calls
 and writes queues at most ``max_backlog`` of them (``max_backlog_bytes`` of their
-messages), each connection within its share. Over a quota the dispatcher refuses the
+messages), and the device runs at most ``max_concurrent_streams`` streams on threads of
+their own, each connection within its share of both. Over a quota the dispatcher refuses the
 request with an error reply, so a greedy peer is told at once and the others are not
 slowed. ``Usage`` is what a running server holds for its peers, as ``Server.usage``
 reports it.
@@ -49,6 +50,7 @@ class Quotas:
     def __init__(self, limits: Limits) -> None:
         self._per_caller = limits.max_calls_per_caller
         self._waiting = Shares(limits.max_backlog, limits.max_backlog_bytes)
+        self._streams = Shares(limits.max_concurrent_streams)
         self._lock = threading.Lock()
         self._held: dict[bytes, list[None]] = {}
         self.refused = 0
@@ -95,6 +97,17 @@ class Quotas:
 
         submit(start)
         return True
+
+    def open_stream(self, caller: bytes) -> bool:
+        """Count a ``concurrent`` stream (a thread) ``caller`` opens; False over its share of
+        ``Limits.max_concurrent_streams``."""
+        with self._lock:
+            return self._streams.take(caller, 0)
+
+    def close_stream(self, caller: bytes) -> None:
+        """A ``concurrent`` stream of ``caller`` ended and its thread with it."""
+        with self._lock:
+            self._streams.give(caller, 0)
 
     @property
     def waiting(self) -> int:

@@ -1,4 +1,4 @@
-"""Shares: the places of a bounded queue, in calls and in bytes, counted per connection.
+"""Shares: the places of a bounded queue (or of the device's stream threads), in calls and bytes, per connection.
 
 A connection may take a place while it holds fewer than are free (and, in bytes, while
 what it holds and the new message fit in what is free): alone it may fill half the
@@ -11,7 +11,7 @@ from __future__ import annotations
 class Shares:
     """Counts a queue's places per connection; not locked: its owner calls it under its own lock."""
 
-    def __init__(self, most: int, most_bytes: int) -> None:
+    def __init__(self, most: int, most_bytes: int | None = None) -> None:
         self._most = most
         self._most_bytes = most_bytes
         self._held: dict[bytes, list[int]] = {}
@@ -22,12 +22,12 @@ class Shares:
 
     def take(self, caller: bytes, size: int) -> bool:
         """Take a place for a message of ``size`` bytes from ``caller``; False, and nothing taken, over its share
-        (an empty queue takes any one message)."""
+        (an empty queue takes any one message; without ``most_bytes``, only places count)."""
         held = self._held.get(caller)
         calls, held_bytes = held if held is not None else (0, 0)
         if calls >= self._most - self.calls:
             return False
-        if self.calls and held_bytes + size > self._most_bytes - self.bytes:
+        if self._most_bytes is not None and self.calls and held_bytes + size > self._most_bytes - self.bytes:
             return False
         if held is None:
             self._held[caller] = [1, size]
