@@ -46,13 +46,15 @@ LOADED = 4
 
 class Held(Echo):
     """Echo whose ``sleep`` of a negative time (serial), and ``fast`` (concurrent) when ``hold_fast``, last until the
-    test releases them: calls that keep the serial queue, or the pool, busy; ``ran`` lists the sleeps that ran."""
+    test releases them: calls that keep the serial queue, or the pool, busy; ``ran`` lists the sleeps that ran, and
+    ``fast_started`` counts the ``fast`` calls that started."""
 
     def __init__(self, hold_fast: bool = False) -> None:
         super().__init__()
         self.release = threading.Event()
         self.hold_fast = hold_fast
         self.ran: list[float] = []
+        self.fast_started = threading.Semaphore(0)
 
     def sleep(self, seconds: float) -> float:
         self.ran.append(seconds)
@@ -64,6 +66,7 @@ class Held(Echo):
         return seconds
 
     def fast(self) -> str:
+        self.fast_started.release()
         if self.hold_fast:
             self.release.wait(10)
         return "fast"
@@ -252,7 +255,10 @@ def test_calls_waiting_for_the_pool_are_bounded_and_shared_between_connections(
     with device.running("tcp://127.0.0.1:0", limits=Limits(max_backlog=10)) as address:
         try:
             attacker, other = _dealer(sockets, address), _dealer(sockets, address)
-            for n in range(50):  # four run in the pool, five wait (half of ten), the rest are told
+            for n in range(4):  # four run in the pool
+                attacker.send(_request(n, "call", "fast", {}))
+            assert all(device.fast_started.acquire(timeout=5) for _ in range(4))
+            for n in range(4, 50):  # five wait (half of ten), the rest are told
                 attacker.send(_request(n, "call", "fast", {}))
             refused = _replies(attacker, 41)
             assert all("full queue of calls" in reply["b"]["message"] for reply in refused.values())

@@ -249,6 +249,7 @@ def test_unread_list_replies_are_bounded_in_bytes() -> None:
             while held < total - page and len(greedy) < 8:  # each holds no more than is free: a few meet the total
                 flood()
                 held = _held_reaches(address, total - page, seconds=1.0)
+            held = _held_reaches(address, total - page)  # the last one may still be flooding
             assert total - page <= held <= total, f"{held} bytes held for {len(greedy)} peers that do not read"
             try:  # refused while the registry's bound is met; served once a page has gone out
                 list_devices(registry=address)
