@@ -4,10 +4,10 @@ A connection (one client thread's socket) may have ``Limits.max_calls_per_caller
 calls and writes accepted and not yet ended; the pool that runs ``concurrent`` calls
 and writes queues at most ``max_backlog`` of them (``max_backlog_bytes`` of their
 messages), and the device runs at most ``max_concurrent_streams`` streams on threads of
-their own, each connection within its share of both. Over a quota the dispatcher refuses the
-request with an error reply, so a greedy peer is told at once and the others are not
-slowed. ``Usage`` is what a running server holds for its peers, as ``Server.usage``
-reports it.
+their own, each connection within its share of both (``runtime.server.shares``). Over a
+quota the dispatcher refuses the request with an error reply, so a greedy peer is told
+at once and the others are not slowed. ``Usage`` is what a running server holds for
+its peers, as ``Server.usage`` reports it.
 """
 
 from __future__ import annotations
