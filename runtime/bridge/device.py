@@ -112,7 +112,7 @@ class BridgedDevice:
                 self._grant.close()
             raise
         self._watch(self._callers.socket, self._dropped)  # before the ROUTER: see ``runtime.transport.callers``
-        self._watch(router, lambda: read_requests(router, self._callers, options.limits, self._request, self._refuse))
+        self._watch(router, self._requests)
         self._watch(self.signals.xpub, self.signals.subscriptions)
         self._watch(self.signals.xsub, self.signals.emissions)
         self._watch(self._control.socket, self._greeted)
@@ -266,6 +266,11 @@ class BridgedDevice:
         upstream.awaiting.clear()
 
     # --- requests from B's side (``runtime.bridge.intake`` reads them), replies from the device ---------------
+
+    def _requests(self) -> None:
+        read_requests(self._router, self._callers, self._options.limits, self._request, self._refuse)
+        if self._callers.departed:  # found as a new caller was noted
+            self._dropped()
 
     def _refuse(self, caller: bytes, header: Any, why: str) -> None:
         self._reply(caller, refusal(request_id_of(header), f"{self._what}: {why}"))

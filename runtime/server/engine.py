@@ -284,6 +284,9 @@ class Engine:
                     self._flush()
                 while replies.departed:
                     self._gone(replies.departed.pop())
+                if self.callers.departed:  # found as a new caller was noted
+                    for gone in self.callers.dropped():
+                        self._gone(gone)
                 if registration is None and self.systemd is None and not replies.unread:
                     timeout = -1
                 else:

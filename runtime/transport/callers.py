@@ -6,13 +6,13 @@ and each received message says which connection it came on (``ZMQ_SRCFD``), so t
 first message of each caller maps its identity to its connection. A ROUTER gives
 every new connection a new identity, so a caller never moves to another one.
 
-A file descriptor is reused by a later connection once closed, and the new
-connection's first message can be read before the old one's disconnect (an owner
-that reads several messages in a turn, or a disconnect reported just after a poll):
-a new caller on a descriptor that still names another caller means that caller's
-connection is gone. It is reported with the next drops, and the disconnect still to
-come for that descriptor is taken as its, never as the new caller's. ``inproc://``
-has no descriptors: its callers are never reported (they are in this process).
+A file descriptor is reused by a later connection once closed, and libzmq reports a
+disconnect before it closes the descriptor: when a new caller's first message is
+read, the disconnect of the connection that had its descriptor is already waiting on
+the monitor. So ``note`` reads the monitor first, and a caller of a reused descriptor
+is never taken for one of the dropped connection, however many messages the owner
+reads in a turn (the bridge reads them in batches). ``inproc://`` has no descriptors:
+its callers are never reported (they are in this process).
 """
 
 from __future__ import annotations
@@ -38,30 +38,36 @@ class Callers:
         self._router = router
         self.sources: dict[bytes, int] = {}
         """Each caller's connection (a file descriptor); the socket's owner tests membership before ``note``."""
-        self._on: dict[int, bytes] = {}
-        """The caller last seen on each descriptor."""
-        self._unreported: dict[int, int] = {}
-        """Disconnects still to come for descriptors whose caller was already let go, by descriptor."""
-        self._departed: list[bytes] = []
+        self.departed: list[bytes] = []
+        """Callers whose connection dropped, found by ``note``: the owner takes them with ``dropped()`` once it is
+        between two messages."""
 
     def note(self, caller: bytes, frame: zmq.Frame) -> None:
-        """Remember the connection ``frame`` (the first of a message of ``caller``, a new caller) came on."""
+        """Remember the connection ``frame`` (the first of a message of ``caller``, a new caller) came on, once the
+        disconnects reported so far are read."""
+        self._read_monitor()
         try:
-            fd = frame.get(_SRCFD)
+            self.sources[caller] = frame.get(_SRCFD)
         except zmq.ZMQError:  # inproc: no descriptor
             self.sources[caller] = _NO_CONNECTION
-            return
-        before = self._on.get(fd)
-        if before is not None:  # its connection closed, and its disconnect is not read yet
-            self._unreported[fd] = self._unreported.get(fd, 0) + 1
-            if self.sources.pop(before, None) is not None:
-                self._departed.append(before)
-        self._on[fd] = caller
-        self.sources[caller] = fd
 
     def dropped(self) -> list[bytes]:
         """Read the monitor: the callers whose connection dropped since the last look (forgotten here)."""
-        gone, self._departed = self._departed, []
+        self._read_monitor()
+        gone, self.departed = self.departed, []
+        return gone
+
+    def forget(self, caller: bytes) -> None:
+        """A caller found gone another way (a send to it failed)."""
+        self.sources.pop(caller, None)
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._router.disable_monitor()
+        self.socket.close(linger=0)
+
+    def _read_monitor(self) -> None:
+        fds: set[int] = set()
         while True:
             try:
                 if not readable(self.socket):
@@ -69,24 +75,10 @@ class Callers:
                 event = parse_monitor_message(self.socket.recv_multipart(zmq.NOBLOCK))
             except zmq.ZMQError:  # closed under us
                 break
-            if event["event"] != zmq.EVENT_DISCONNECTED:
-                continue
-            fd = int(event["value"])
-            if fd in self._unreported:  # the disconnect of a caller let go when its descriptor came back
-                self._unreported[fd] -= 1
-                if not self._unreported[fd]:
-                    del self._unreported[fd]
-                continue
-            caller = self._on.pop(fd, None)
-            if caller is not None and self.sources.pop(caller, None) is not None:
-                gone.append(caller)
-        return gone
-
-    def forget(self, caller: bytes) -> None:
-        """A caller found gone another way (a send to it failed): never reported; its disconnect is still its own."""
-        self.sources.pop(caller, None)
-
-    def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self._router.disable_monitor()
-        self.socket.close(linger=0)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                fds.add(int(event["value"]))
+        if fds:
+            gone = [caller for caller, fd in self.sources.items() if fd in fds]
+            for caller in gone:
+                del self.sources[caller]
+            self.departed.extend(gone)
