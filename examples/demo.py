@@ -29,8 +29,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -128,6 +127,19 @@ class Rig:
             return False
         return listed >= set(names)
 
+    def __enter__(self) -> Rig:
+        """Start the rig and wait until every device is registered; stopped on leaving, or if it fails to start."""
+        try:
+            self.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """The web view and the controller first (the controller finishes a cancelled scan with the stage and cameras
         still up), then the rest."""
@@ -160,25 +172,6 @@ def reachable_ip(registry: str) -> str:
             f"no route from this host to find the address others reach it at ({exc}): give --advertise"
         ) from exc
     return ip
-
-
-@contextmanager
-def running_rig(
-    registry: str,
-    *,
-    camera_options: Sequence[str] = (),
-    quiet: bool = True,
-    host: str = "127.0.0.1",
-    advertise: str | None = None,
-    web: str | None = None,
-) -> Iterator[Rig]:
-    rig = Rig(registry, camera_options=camera_options, quiet=quiet, host=host, advertise=advertise, web=web)
-    try:
-        rig.start()
-        rig.wait_ready()
-        yield rig
-    finally:
-        rig.stop()
 
 
 def scan(registry: str, output: Path, positions: int, dataset: str | None = None) -> ScanSummary:
@@ -249,7 +242,7 @@ def main() -> int:
     registry = endpoint(chosen) if chosen else f"tcp://127.0.0.1:{5555 if args.rig else free_port()}"
     try:
         print(f"starting the rig (registry {registry}, devices bound on {args.bind})")
-        with running_rig(
+        with Rig(
             registry, quiet=not args.rig, host=args.bind, advertise=args.advertise, web=args.web if args.rig else None
         ) as rig:
             print(f"  {len(rig.processes)} processes up: {', '.join(rig.processes)}")

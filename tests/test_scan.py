@@ -17,7 +17,7 @@ import simplejpeg
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
-from demo import Rig, free_port, running_rig, scan  # noqa: E402
+from demo import Rig, free_port, scan  # noqa: E402
 from dummy_cnc import DummyCnc  # noqa: E402
 from zidl_devices.cnc import AsyncCncClient, CncClient  # noqa: E402
 from zidl_devices.controller import ControllerClient, ScanProgress, ScanSummary  # noqa: E402
@@ -35,7 +35,7 @@ def registry() -> str:
 
 @pytest.fixture
 def small_rig(registry: str) -> Iterator[Rig]:
-    with running_rig(registry, camera_options=["--resolution", f"{WIDTH}x{HEIGHT}", "--lag", "100"]) as rig:
+    with Rig(registry, camera_options=["--resolution", f"{WIDTH}x{HEIGHT}", "--lag", "100"]) as rig:
         yield rig
 
 
@@ -43,7 +43,7 @@ def small_rig(registry: str) -> Iterator[Rig]:
 def test_the_rig_joins_a_registry_that_answers_and_binds_only_the_loopback() -> None:
     with (
         Registry().running("tcp://127.0.0.1:0") as registry,
-        running_rig(registry, camera_options=["--resolution", f"{WIDTH}x{HEIGHT}"]) as rig,
+        Rig(registry, camera_options=["--resolution", f"{WIDTH}x{HEIGHT}"]) as rig,
     ):
         assert sorted(rig.processes) == ["cam1", "cam2", "controller", "stage"]
         devices = list_devices(registry=registry)

@@ -31,7 +31,7 @@ if not Path(CHROMIUM).exists():
 from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_playwright  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "examples"))
-from demo import Rig, free_port, running_rig  # noqa: E402
+from demo import Rig, free_port  # noqa: E402
 from dummy_cnc import DummyCnc  # noqa: E402
 
 from runtime import Client  # noqa: E402
@@ -55,7 +55,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
     registry = f"tcp://127.0.0.1:{free_port()}"
-    with running_rig(registry, camera_options=["--resolution", "320x240"], web=f"127.0.0.1:{free_port()}") as running:
+    with Rig(registry, camera_options=["--resolution", "320x240"], web=f"127.0.0.1:{free_port()}") as running:
         yield running
 
 
